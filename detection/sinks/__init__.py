@@ -1,0 +1,1 @@
+"""Writers of the pipeline's outputs (annotated video, and the file formats of later stages)."""
