@@ -47,6 +47,66 @@ def _cmd_prep_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_frame_map(args: argparse.Namespace) -> int:
+    from eval.frame_map import evaluate_frame_map_files
+
+    result = evaluate_frame_map_files(
+        args.gt, args.det, args.labelmap, exclusions_path=args.exclusions, protocol=args.protocol
+    )
+    if args.out:
+        result.write_report(args.out, pr_classes=args.pr_classes)
+        print(f"report written to {args.out}")
+    print(result.table())
+    return 0
+
+
+def _cmd_eval_video_map(args: argparse.Namespace) -> int:
+    from eval.video_map import evaluate_video_map_files
+
+    result = evaluate_video_map_files(
+        args.gt, args.tubes, frame_dets_path=args.frame_dets, protocol=args.protocol, split=args.split
+    )
+    if args.out:
+        result.write_report(args.out)
+        print(f"report written to {args.out}")
+    print(result.table())
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("eval", help="evaluate detections", description="Evaluate detections against ground truth.")
+    ev_sub = ev.add_subparsers(dest="eval_command", metavar="METRIC", required=True)
+    fm = ev_sub.add_parser(
+        "frame-map",
+        help="AVA frame-mAP, as the official ActivityNet evaluator computes it",
+        description=(
+            "Frame-mAP at IoU 0.5 over AVA-format CSVs. --protocol activitynet reproduces the official "
+            "evaluator (top 50 detections per keyframe); pyslowfast reproduces PySlowFast's variant."
+        ),
+    )
+    fm.add_argument("--gt", required=True, help="ground-truth CSV (video_id,sec,x1,y1,x2,y2,action_id[,person_id])")
+    fm.add_argument("--det", required=True, help="detections CSV (video_id,sec,x1,y1,x2,y2,action_id,score)")
+    fm.add_argument("--labelmap", required=True, help="label map .pbtxt: the evaluated classes")
+    fm.add_argument("--exclusions", help="excluded timestamps CSV (video_id,sec)")
+    fm.add_argument("--protocol", choices=["activitynet", "pyslowfast"], default="activitynet")
+    fm.add_argument("--out", help="write metrics.json, per_class.csv, table.txt and plots here")
+    fm.add_argument("--pr-classes", nargs="+", type=int, metavar="ID", help="label ids for the PR-curve plot")
+    fm.set_defaults(func=_cmd_eval_frame_map)
+
+    vm = ev_sub.add_parser(
+        "video-map",
+        help="video-mAP and frame-AP of action tubes (UCF101-24, JHMDB, MultiSports)",
+        description="Video-mAP at tube IoU 0.2/0.5/0.75 and 0.5:0.95, and frame-AP, with a named protocol.",
+    )
+    vm.add_argument("--gt", required=True, help="ground-truth tubes, ACT pickle layout")
+    vm.add_argument("--tubes", required=True, help="detected tubes: the project's tubes JSON, or the standard pickle")
+    vm.add_argument("--frame-dets", help="frame detections N×8 (.npy, or a pickle of it) for frame-AP")
+    vm.add_argument("--protocol", choices=["act", "multisports"], default="act")
+    vm.add_argument("--split", type=int, default=0, help="which test split of the ground truth (default: 0)")
+    vm.add_argument("--out", help="write metrics.json, per_class.csv, table.txt and a plot here")
+    vm.set_defaults(func=_cmd_eval_video_map)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="actdet",
@@ -99,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     syn.add_argument("--no-frames", action="store_true", help="skip writing JPEG frames")
     syn.set_defaults(func=_cmd_prep_synthetic)
+
+    _add_eval(sub)
     return parser
 
 

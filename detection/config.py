@@ -20,11 +20,15 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
+
 from data_prep.synthetic import SyntheticSpec
 
 __all__ = [
     "Config",
     "DataConfig",
+    "BackboneConfig",
+    "HeadConfig",
+    "ModelConfig",
     "ConfigError",
     "config_from_dict",
     "config_to_dict",
@@ -57,11 +61,48 @@ class DataConfig:
 
 
 @dataclass
+class BackboneConfig:
+    """An MViT video backbone: a named block layout, optionally shrunk for tests and CPU demos."""
+
+    arch: Literal["mvit_v1_b", "mvit_v2_s"] = "mvit_v2_s"  # block layout and attention flavour
+    input_size: tuple[int, int, int] = (16, 224, 224)  # T, H, W the model is built for (any size runs)
+    feature_stride: Literal[16, 32] = 16  # 16 drops the last query-pooling stride (RoI heads need resolution)
+    # Shrinking the preset (None keeps the preset's value).
+    depth: int | None = None  # number of blocks
+    embed_dim: int | None = None  # channels of the first stage, doubled at each query-pooling stage
+    num_heads: int | None = None  # attention heads of the first stage, doubled likewise
+    stochastic_depth: float | None = None  # drop-path rate of the last block
+    checkpointing: bool = False  # gradient checkpointing per block (saves memory when training)
+    # Initial weights: "torchvision" (Kinetics-400 enum), "pytorchvideo:mvit_base_16x4" / "...:mvit_base_32x3",
+    # or a local checkpoint file (ours, torchvision, pytorchvideo or PySlowFast .pyth). None: random init.
+    weights: str | None = None
+
+
+@dataclass
+class HeadConfig:
+    """The RoI action head: temporal pool, RoIAlign, spatial max pool, dropout, linear."""
+
+    roi_size: int = 7
+    dropout: float = 0.5
+    activation: Literal["sigmoid", "softmax"] = "sigmoid"  # multi-label (AVA) or single-label
+
+
+@dataclass
+class ModelConfig:
+    """The action model: backbone + RoI head; the classes come from the data's label map."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    sampling_rate: int = 4  # source frames between two sampled clip frames (the "4" of 16x4)
+
+
+@dataclass
 class Config:
     """The whole configuration of a job."""
 
     name: str = "default"
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     output_dir: str = "outputs/demo"
 
 

@@ -40,7 +40,12 @@ def voc_ap(precision: np.ndarray, recall: np.ndarray) -> float:
 
 
 def trapezoid_ap(precision: np.ndarray, recall: np.ndarray) -> float:
-    """ACT's AP: trapezoidal area under the raw PR curve starting at (R=0, P=1), no interpolation."""
-    recall = np.concatenate([[0.0], np.asarray(recall, dtype=np.float64)])
-    precision = np.concatenate([[1.0], np.asarray(precision, dtype=np.float64)])
-    return float(np.sum((recall[1:] - recall[:-1]) * (precision[1:] + precision[:-1]) * 0.5))
+    """ACT's AP: trapezoidal area under the raw PR curve starting at (R=0, P=1), no interpolation.
+
+    Computed in float32 like ACT's ``pr_to_ap``, whose precision/recall table is a float32 array: the
+    points are rounded to float32, the trapezoids and their (pairwise) sum are float32 operations, so the
+    result equals ACT's bit for bit (a float64 sum differs in the 7th-8th digit).
+    """
+    recall = np.concatenate([[0.0], np.asarray(recall, dtype=np.float64)]).astype(np.float32)
+    precision = np.concatenate([[1.0], np.asarray(precision, dtype=np.float64)]).astype(np.float32)
+    return float(np.sum((recall[1:] - recall[:-1]) * (precision[1:] + precision[:-1]) * np.float32(0.5)))

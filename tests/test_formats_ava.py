@@ -3,11 +3,13 @@ import csv
 import numpy as np
 import pytest
 
+from detection.formats import ava
 from detection.formats.ava import (
     AvaRows,
     FrameListEntry,
     format_timestamp,
     read_ava_csv,
+    read_ava_table,
     read_exclusions,
     read_frame_list,
     write_ava_csv,
@@ -125,3 +127,77 @@ def test_writes_are_atomic(tmp_path):
     path = tmp_path / "gt.csv"
     write_ava_csv(path, _rows(), kind="groundtruth")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gt.csv"]
+
+
+# -- the fast reader: numpy on the raw bytes, the csv module from the first line it cannot vouch for
+
+
+def _slow(path, kind):
+    from detection.formats.ava import _parse_slow
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return _parse_slow(path, csv.reader(f), 1, kind)
+
+
+def _assert_same_table(a, b):
+    for name in ("video_ids", "timestamps", "boxes", "action_ids", "last"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype.kind == y.dtype.kind and x.shape == y.shape, name
+        np.testing.assert_array_equal(x, y, err_msg=name)
+        if x.dtype.kind == "f":
+            np.testing.assert_array_equal(np.signbit(x), np.signbit(y), err_msg=name)
+
+
+def test_table_keeps_full_precision_and_rows_round_to_float32(tmp_path):
+    path = tmp_path / "det.csv"
+    path.write_text("v,0902,0.1,0.2,0.30000000000000004,0.4,12,0.123456789\nv,902.5,0,0,1,1,,\n")
+    table = read_ava_table(path)
+    assert table.boxes.dtype == np.float64 and table.boxes[0].tolist() == [0.1, 0.2, 0.30000000000000004, 0.4]
+    assert table.last[0] == 0.123456789 and np.isnan(table.last[1]) and table.action_ids.tolist() == [12, -1]
+    rows = read_ava_csv(path)
+    assert rows.boxes.dtype == np.float32 and rows.scores.tolist() == [np.float32(0.123456789), 1.0]
+
+
+@pytest.mark.parametrize("block", [1, 3, 1 << 15])
+def test_fast_path_equals_the_csv_module(tmp_path, monkeypatch, block):
+    monkeypatch.setattr(ava, "_LINES_PER_BLOCK", block)
+    rng = np.random.default_rng(block)
+    spellings = ["0.5", "-0.0", "+0.25", "1e-3", " 0.5", "0.5 ", "1_0", "5.", ".5", "00000000000000001.5", "7"]
+    lines = []
+    for k in range(60):
+        box = sorted(rng.random(2).round(3).tolist()) + sorted(rng.random(2).round(3).tolist())
+        x1, x2, y1, y2 = box
+        fields = [f"vid{k % 4}", rng.choice(["0902", "902", "903.75"]), str(x1), str(y1), str(x2), str(y2)]
+        fields += [rng.choice(["12", "", " 7", "+3", "80"]), rng.choice(["0.25", *spellings, ""])]
+        lines.append(",".join(fields[: 7 if k % 9 == 0 else 8]))
+    lines.insert(10, "")
+    text = "\r\n".join(lines) + "\r\n"
+    path = tmp_path / "det.csv"
+    path.write_text(text, newline="")
+    for kind in ("detections", "groundtruth"):
+        _assert_same_table(read_ava_table(path, kind), _slow(path, kind))
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('"v,1",0902,0.1,0.1,0.2,0.2,12,0.5', None),  # csv quoting: the csv module takes over
+        ("vïd,0902,0.1,0.1,0.2,0.2,12,0.5", None),  # non-ASCII id
+        ("v,0902,0.1,0.1,0.2,0.2,12,nan", r"bad.csv:41: non-finite value"),
+        ("v,0902,0.1,0.1,0.2,0.2,99999999999999999999,0.5", r"bad.csv:41: action id out of range"),
+        ("v,0902,0.1,0.1,0.2,0.2,12,0.5,x", r"bad.csv:41: expected 7 or 8 columns, got 9"),
+        ("v,0902,0.3,0.1,0.2,0.2,12,0.5", r"bad.csv:41: inverted box"),
+        ("v,0902,0.1,0.1,0.2,1e999,12,0.5", r"bad.csv:41: non-finite value"),
+    ],
+)
+def test_fast_path_hands_over_at_the_first_line_it_cannot_vouch_for(tmp_path, line, message):
+    good = "v,0902,0.1,0.1,0.2,0.2,12,0.5\n"
+    path = tmp_path / "bad.csv"
+    path.write_text(good * 39 + "\n" + line + "\n" + good, encoding="utf-8")  # line 40 is blank
+    if message is None:
+        table = read_ava_table(path)
+        assert len(table) == 41 and table.video_ids[39] in ("v,1", "vïd")
+        _assert_same_table(table, _slow(path, "detections"))
+    else:
+        with pytest.raises(ValueError, match=message):
+            read_ava_table(path)

@@ -75,7 +75,7 @@ def read_act_groundtruth(path: str | Path) -> ActGroundTruth:
     return ActGroundTruth(
         labels=list(data["labels"]),
         gttubes={
-            v: {int(k): [np.asarray(t, dtype=np.float32) for t in ts] for k, ts in d.items()}
+            v: {int(k): [np.asarray(t) for t in ts] for k, ts in d.items()}  # dtype kept: evaluators compare in it
             for v, d in data["gttubes"].items()
         },
         nframes={v: int(n) for v, n in data["nframes"].items()},

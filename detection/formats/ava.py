@@ -16,6 +16,8 @@ import csv
 import io
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,9 +28,11 @@ from detection.structures import as_boxes
 
 __all__ = [
     "AvaRows",
+    "AvaTable",
     "FrameListEntry",
     "format_timestamp",
     "read_ava_csv",
+    "read_ava_table",
     "write_ava_csv",
     "read_exclusions",
     "write_exclusions",
@@ -126,50 +130,311 @@ def read_ava_csv(path: str | Path, kind: Kind = "detections") -> AvaRows:
     file, the line and the text of a malformed row (column count, non-numeric field, inverted box,
     non-finite value).
     """
+    return read_ava_table(path, kind).to_rows(kind)
+
+
+@dataclass
+class AvaTable:
+    """An AVA box CSV at full precision: every number as Python's ``float``/``int`` parse it.
+
+    The columns of :class:`AvaRows` before they are rounded to float32, which is what the official
+    evaluator computes with (the frame-mAP evaluator uses this to reproduce its numbers bit for bit).
+    ``last`` is the raw 8th column (person id or score), NaN where it is absent or empty.
+    """
+
+    video_ids: np.ndarray  # (N,) str
+    timestamps: np.ndarray  # (N,) float64, seconds
+    boxes: np.ndarray  # (N, 4) float64 normalized xyxy
+    action_ids: np.ndarray  # (N,) int64, -1 where empty
+    last: np.ndarray  # (N,) float64, NaN where absent
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def to_rows(self, kind: Kind = "detections") -> AvaRows:
+        """The float32 :class:`AvaRows` view (person ids or scores from ``last``, as :func:`read_ava_csv`)."""
+        n = len(self)
+        if kind == "groundtruth":
+            person_ids = np.where(np.isnan(self.last), -1, self.last).astype(np.int64)
+            scores = np.ones(n, np.float32)
+        else:
+            scores = np.where(np.isnan(self.last), 1.0, self.last).astype(np.float32)
+            person_ids = np.full(n, -1, np.int64)
+        return AvaRows(
+            video_ids=self.video_ids,
+            timestamps=self.timestamps,
+            boxes=self.boxes.astype(np.float32),
+            action_ids=self.action_ids,
+            scores=scores,
+            person_ids=person_ids,
+        )
+
+
+def read_ava_table(path: str | Path, kind: Kind = "detections") -> AvaTable:
+    """Read an AVA box CSV of 7 or 8 columns at full precision (see :class:`AvaTable`).
+
+    Same rules and errors as :func:`read_ava_csv`. Well-formed lines are parsed with numpy on the raw
+    bytes; from the first line the fast path cannot vouch for (quotes, control or non-ASCII characters,
+    a wrong column count, a bad or non-finite number, an inverted box) the rest of the file goes through
+    the ``csv`` module row by row, which either accepts the line or raises the file:line error.
+    """
     path = Path(path)
+    raw = path.read_bytes()
+    head, stop_line, stop_offset = _parse_fast(raw)
+    if stop_line is None:
+        return head
+    text = raw[stop_offset:].decode("utf-8")
+    tail = _parse_slow(path, csv.reader(io.StringIO(text, newline="")), stop_line + 1, kind)
+    return _concat([head, tail])
+
+
+def _concat(tables: list[AvaTable]) -> AvaTable:
+    if not tables:
+        return AvaTable(np.zeros(0, str), np.zeros(0), np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0))
+    columns = [(t.video_ids, t.timestamps, t.boxes, t.action_ids, t.last) for t in tables]
+    return AvaTable(*(np.concatenate(parts) for parts in zip(*columns, strict=True)))
+
+
+def _parse_slow(path: Path, rows: Iterable[list[str]], first_lineno: int, kind: Kind) -> AvaTable:
+    """The reference reader: ``csv`` rows, Python ``float``/``int``, one clear error per bad row."""
     video_ids: list[str] = []
     timestamps: list[float] = []
     coords: list[list[float]] = []
     actions: list[int] = []
     last: list[float] = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) not in (7, 8):
-                raise ValueError(f"{path}:{lineno}: expected 7 or 8 columns, got {len(row)}: {','.join(row)!r}")
-            try:
-                t = float(row[1])
-                box = [float(v) for v in row[2:6]]
-                action = int(row[6]) if row[6].strip() else -1
-                value = float(row[7]) if len(row) == 8 and row[7].strip() else float("nan")
-            except ValueError as err:
-                raise ValueError(f"{path}:{lineno}: {err}: {','.join(row)!r}") from None
-            if not (np.isfinite(t) and np.isfinite(box).all()) or (kind == "detections" and np.isinf(value)):
-                raise ValueError(f"{path}:{lineno}: non-finite value: {','.join(row)!r}")
-            if box[2] < box[0] or box[3] < box[1]:
-                raise ValueError(f"{path}:{lineno}: inverted box (x2 < x1 or y2 < y1): {','.join(row)!r}")
-            video_ids.append(row[0])
-            timestamps.append(t)
-            coords.append(box)
-            actions.append(action)
-            last.append(value)
-    values = np.asarray(last, dtype=np.float64)
+    for lineno, row in enumerate(rows, start=first_lineno):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) not in (7, 8):
+            raise ValueError(f"{path}:{lineno}: expected 7 or 8 columns, got {len(row)}: {','.join(row)!r}")
+        try:
+            t = float(row[1])
+            box = [float(v) for v in row[2:6]]
+            action = int(row[6]) if row[6].strip() else -1
+            value = float(row[7]) if len(row) == 8 and row[7].strip() else float("nan")
+        except ValueError as err:
+            raise ValueError(f"{path}:{lineno}: {err}: {','.join(row)!r}") from None
+        if not -(2**63) <= action < 2**63:
+            raise ValueError(f"{path}:{lineno}: action id out of range: {','.join(row)!r}")
+        bad_value = kind == "detections" and len(row) == 8 and row[7].strip() and not np.isfinite(value)
+        if not (np.isfinite(t) and np.isfinite(box).all()) or bad_value:
+            raise ValueError(f"{path}:{lineno}: non-finite value: {','.join(row)!r}")
+        if box[2] < box[0] or box[3] < box[1]:
+            raise ValueError(f"{path}:{lineno}: inverted box (x2 < x1 or y2 < y1): {','.join(row)!r}")
+        video_ids.append(row[0])
+        timestamps.append(t)
+        coords.append(box)
+        actions.append(action)
+        last.append(value)
     n = len(video_ids)
-    if kind == "groundtruth":
-        person_ids = np.where(np.isnan(values), -1, values).astype(np.int64)
-        scores = np.ones(n, np.float32)
-    else:
-        scores = np.where(np.isnan(values), 1.0, values).astype(np.float32)
-        person_ids = np.full(n, -1, np.int64)
-    return AvaRows(
+    return AvaTable(
         video_ids=np.asarray(video_ids, dtype=str),
         timestamps=np.asarray(timestamps, dtype=np.float64),
-        boxes=np.asarray(coords, dtype=np.float32).reshape(n, 4),
+        boxes=np.asarray(coords, dtype=np.float64).reshape(n, 4),
         action_ids=np.asarray(actions, dtype=np.int64),
-        scores=scores,
-        person_ids=person_ids,
+        last=np.asarray(last, dtype=np.float64),
     )
+
+
+# -- the fast path ---------------------------------------------------------------------------------
+# Bytes left to the csv module: control characters other than the line end, quotes (csv quoting) and
+# non-ASCII bytes (decoding).
+_SUSPECT_BYTE = np.ones(256, dtype=bool)
+_SUSPECT_BYTE[32:127] = False
+_SUSPECT_BYTE[ord('"')] = True
+_SUSPECT_BYTE[ord("\n")] = False
+_LINES_PER_BLOCK = 1 << 15  # lines parsed together: the temporaries stay in the CPU caches
+_MAX_DIGITS = 15  # a mantissa of at most 15 digits is an exact float64 integer (< 2**53)
+_POW10 = np.array([10.0**k for k in range(_MAX_DIGITS + 1)])  # exact in float64
+_MAX_FIELD = 64  # longer fields (video ids) go to the csv module
+
+
+def _parse_fast(raw: bytes) -> tuple[AvaTable, int | None, int]:
+    """Parse the longest prefix of well-formed lines with numpy.
+
+    Returns the table of the lines before the first line it cannot vouch for, that line's 0-based index
+    (None when the whole file was parsed) and its byte offset. Lines end with a newline (a carriage
+    return before it is dropped, as the csv reader does); blank lines are skipped.
+    """
+    a = np.frombuffer(raw if raw.endswith(b"\n") or not raw else raw + b"\n", dtype=np.uint8)
+    newline_at = np.flatnonzero(a == ord("\n"))
+    if len(newline_at) == 0:
+        return _concat([]), None, len(raw)
+    line_start = np.concatenate([[0], newline_at[:-1] + 1]).astype(np.int64)
+    line_end = newline_at - ((newline_at > line_start) & (a[newline_at - 1] == ord("\r")))
+    num_lines = len(newline_at)
+    stop = _first_suspect_line(a, line_start, num_lines - int(np.count_nonzero(line_end < newline_at)))
+
+    clean = stop  # lines before it have only bytes the fast path handles
+
+    def parse(l0: int) -> tuple[AvaTable, int | None]:
+        l1 = min(l0 + _LINES_PER_BLOCK, clean)
+        return _parse_block(a, line_start[l0:l1], line_end[l0:l1], int(newline_at[l1 - 1]) + 1)
+
+    # Blocks are independent; numpy releases the GIL, so threads share the work on several cores.
+    blocks = range(0, clean, _LINES_PER_BLOCK)
+    workers = min(len(blocks), os.cpu_count() or 1, 4)
+    parts: list[AvaTable] = []
+    with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        results = pool.map(parse, blocks) if pool else map(parse, blocks)
+        for l0, (table, first_bad) in zip(blocks, results, strict=True):
+            parts.append(table)
+            if first_bad is not None:
+                stop = l0 + first_bad
+                break
+    table = _concat(parts)
+    if stop >= num_lines:
+        return table, None, len(raw)
+    return table, stop, int(line_start[stop])
+
+
+def _first_suspect_line(a: np.ndarray, line_start: np.ndarray, allowed: int) -> int:
+    """Index of the first line with a byte the fast path leaves to the csv module (or the line count).
+
+    Counts the bytes outside printable ASCII and the quotes; ``allowed`` of them are line ends (newlines
+    and the carriage returns before them). Only when there are more does it look for the first one.
+    """
+    block = 1 << 22
+    total = 0
+    for i in range(0, len(a), block):
+        c = a[i : i + block]
+        total += np.count_nonzero(((c - np.uint8(32)) >= 95) | (c == ord('"')))  # < 32, >= 127, quote
+    if total == allowed:
+        return len(line_start)
+    for i in range(0, len(a), block):
+        c = a[i : i + block]
+        where = np.flatnonzero(_SUSPECT_BYTE[c]) + i
+        if len(where) == 0:
+            continue
+        nxt = a[np.minimum(where + 1, len(a) - 1)]
+        where = where[~((a[where] == ord("\r")) & (nxt == ord("\n")))]
+        if len(where):
+            return int(np.searchsorted(line_start, where[0], side="right")) - 1
+    return len(line_start)
+
+
+def _parse_block(
+    a: np.ndarray, line_start: np.ndarray, line_end: np.ndarray, block_end: int
+) -> tuple[AvaTable, int | None]:
+    """Parse the lines of one block; returns their table up to the first bad line and its index."""
+    b0 = int(line_start[0])
+    chunk = a[b0:block_end]
+    seps = np.flatnonzero((chunk == ord(",")) | (chunk == ord("\n"))) + b0
+    newline = np.flatnonzero(a[seps] == ord("\n"))  # index into seps of each line's end
+    num_fields = np.diff(newline, prepend=-1)
+    blank = line_end == line_start
+    bad_shape = ~blank & (num_fields != 7) & (num_fields != 8)
+    first_bad = int(np.argmax(bad_shape)) if bad_shape.any() else len(line_start)
+    lines = np.flatnonzero(~blank[:first_bad])
+    first_sep, ncols = newline[lines] - num_fields[lines] + 1, num_fields[lines]
+    starts, ends, last_sep = line_start[lines], line_end[lines], len(seps) - 1
+
+    def bounds(j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end offsets of field ``j`` on every line (meaningless where the line is shorter)."""
+        s = starts if j == 0 else seps[np.minimum(first_sep + j - 1, last_sep)] + 1
+        e = np.where(ncols - 1 == j, ends, seps[np.minimum(first_sep + j, last_sep)])
+        return s, e
+
+    bad = np.zeros(len(lines), dtype=bool)
+    s, e = bounds(0)
+    bad |= (e - s) > _MAX_FIELD
+    video_ids = _gather(a, s, np.minimum(e, s + _MAX_FIELD)).astype(str)
+    timestamps = _floats(a, *bounds(1), bad)
+    boxes = np.stack([_floats(a, *bounds(j), bad) for j in range(2, 6)], axis=1)
+    action_ids = _ints(a, *bounds(6), bad)
+    last = np.full(len(lines), np.nan)
+    s, e = bounds(7)
+    present = np.flatnonzero((ncols == 8) & (e > s))  # an empty 8th column reads as absent
+    if len(present):
+        bad_last = np.zeros(len(present), dtype=bool)
+        values = _floats(a, s[present], e[present], bad_last)
+        last[present] = values
+        bad[present] |= bad_last | ~np.isfinite(values)
+    bad |= ~np.isfinite(timestamps) | ~np.isfinite(boxes).all(axis=1)
+    bad |= (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    keep = slice(None)
+    if bad.any():
+        k = int(np.argmax(bad))
+        first_bad, keep = int(lines[k]), slice(0, k)
+    table = AvaTable(video_ids[keep], timestamps[keep], boxes[keep], action_ids[keep], last[keep])
+    return table, (None if first_bad >= len(line_start) else first_bad)
+
+
+def _gather(a: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Fields ``a[s:e]`` as a fixed-width bytes array (``S<width>``, NUL-padded)."""
+    widths = e - s
+    width = max(int(widths.max(initial=0)), 1)
+    offsets = np.arange(width)
+    mat = a[np.minimum(s[:, None] + offsets, len(a) - 1)]
+    mat[offsets >= widths[:, None]] = 0  # numpy bytes strings drop trailing NULs
+    return mat.view(f"S{width}").ravel()
+
+
+def _parse_plain(a: np.ndarray, s: np.ndarray, e: np.ndarray, integer: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised parse of ``[sign]digits[.digits]`` fields (no dot if ``integer``), <= 15 digits.
+
+    Returns (value, plain): the value is exact where ``plain``; other fields are left to Python. A float
+    is its integer mantissa divided by an exact power of ten: IEEE division rounds that correctly, so it
+    equals Python's ``float(text)``.
+    """
+    n = len(s)
+    widths = e - s
+    mantissa = np.zeros(n, dtype=np.int64)
+    decimals = np.zeros(n, dtype=np.int64)
+    negative = np.zeros(n, dtype=bool)
+    plain = np.zeros(n, dtype=bool)
+    counts = np.bincount(np.minimum(widths, _MAX_DIGITS + 3), minlength=_MAX_DIGITS + 3)
+    for width in np.flatnonzero(counts[: _MAX_DIGITS + 3]).tolist():
+        if width == 0:
+            continue
+        rows = slice(None) if counts[width] == n else np.flatnonzero(widths == width)
+        # (width, rows) matrix: row k holds the k-th character of every field, contiguous.
+        chars = a[s[rows][None, :] + np.arange(width)[:, None]]
+        digits = chars - np.uint8(ord("0"))  # wraps around for non-digits
+        is_digit = digits < 10
+        is_dot = chars == ord(".")
+        sign = (chars[0] == ord("-")) | (chars[0] == ord("+"))
+        num_digits = is_digit.sum(axis=0)
+        num_dots = is_dot.sum(axis=0) if not integer else 0
+        ok = (num_digits + num_dots + sign == width) & (num_digits >= 1) & (num_digits <= _MAX_DIGITS)
+        if not integer:
+            ok &= num_dots <= 1
+        m = np.zeros(len(num_digits), dtype=np.int64)
+        d = np.zeros(len(num_digits), dtype=np.int64)
+        seen_dot = np.zeros(len(num_digits), dtype=bool)
+        for k in range(width):  # Horner over the characters; the dot only starts counting decimals
+            m = np.where(is_digit[k], m * 10 + digits[k], m)
+            if not integer:
+                d += is_digit[k] & seen_dot
+                seen_dot |= is_dot[k]
+        mantissa[rows], decimals[rows], negative[rows], plain[rows] = m, d, chars[0] == ord("-"), ok
+    if integer:
+        return np.where(negative, -mantissa, mantissa), plain
+    values = mantissa / _POW10[np.minimum(decimals, _MAX_DIGITS)]
+    return np.where(negative, -values, values), plain
+
+
+def _floats(a: np.ndarray, s: np.ndarray, e: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """Python ``float`` of each field (vectorised for plain decimals); unparsable fields are marked bad."""
+    values, plain = _parse_plain(a, s, e, integer=False)
+    for i in np.flatnonzero(~plain & ~bad).tolist():  # exponents, spaces, inf, long mantissas, errors
+        try:
+            values[i] = float(a[s[i] : e[i]].tobytes())
+        except ValueError:
+            bad[i] = True
+    return values
+
+
+def _ints(a: np.ndarray, s: np.ndarray, e: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """Action ids: Python ``int`` of each field, -1 for an empty or blank one; bad fields are marked."""
+    values, plain = _parse_plain(a, s, e, integer=True)
+    for i in np.flatnonzero(~plain & ~bad).tolist():
+        text = a[s[i] : e[i]].tobytes()
+        try:
+            values[i] = int(text) if text.strip() else -1
+        except (ValueError, OverflowError):
+            bad[i] = True
+    return values
 
 
 def write_ava_csv(path: str | Path, rows: AvaRows, kind: Kind = "detections", decimals: int = 3) -> None:
