@@ -107,6 +107,102 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     vm.set_defaults(func=_cmd_eval_video_map)
 
 
+def _model_errors() -> tuple[type[BaseException], ...]:
+    """Errors a model command reports in one line (weights that cannot be fetched, unknown names)."""
+    from detection.models.weights import WeightsUnavailableError
+
+    return KeyError, WeightsUnavailableError
+
+
+def _message(err: BaseException) -> str:
+    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)  # KeyError quotes its text
+
+
+def _cmd_model_list(args: argparse.Namespace) -> int:
+    from detection.models.zoo import ZOO
+
+    if args.json:
+        import json
+
+        print(json.dumps([entry.to_dict() for entry in ZOO.values()], indent=2))
+        return 0
+    for entry in ZOO.values():
+        metric = f"{entry.metric.name}: {entry.metric.value:g}" if entry.metric else f"no metric ({entry.metric_note})"
+        print(f"{entry.name}\n  {entry.description}\n  weights: {entry.weights}\n  trained on: {entry.trained_on}"
+              f"\n  input: {entry.input_spec.describe()}\n  {metric}")
+        if entry.metric:
+            print(f"  source: {entry.metric.source}")
+    return 0
+
+
+def _cmd_model_info(args: argparse.Namespace) -> int:
+    from detection.models.zoo import model_info
+
+    try:
+        info = model_info(args.model)
+    except _model_errors() as err:
+        print(f"actdet model info: error: {_message(err)}", file=sys.stderr)
+        return 2
+    if args.json:
+        import json
+
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(map(len, info))
+        print("\n".join(f"{key:<{width}}  {value}" for key, value in info.items()))
+    return 0
+
+
+def _cmd_model_convert(args: argparse.Namespace) -> int:
+    from detection.models.zoo import convert
+
+    try:
+        result = convert(args.source, args.out, config=args.config, progress=not _quiet(args))
+    except _model_errors() as err:
+        print(f"actdet model convert: error: {_message(err)}", file=sys.stderr)
+        return 2
+    if result.load_report is not None:
+        print(result.load_report.summary())
+    print(f"wrote {result.path} ({len(result.model.label_map)} classes)")
+    return 0
+
+
+def _add_model(sub: argparse._SubParsersAction) -> None:
+    model = sub.add_parser(
+        "model",
+        help="list, inspect and convert models",
+        description="The model zoo: named models with their weights, input contract and reported metric.",
+    )
+    model_sub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    ls = model_sub.add_parser("list", help="the zoo's models and their metadata", description="List the model zoo.")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(func=_cmd_model_list)
+
+    info = model_sub.add_parser(
+        "info",
+        help="parameters, GFLOPs per clip, input size and feature stride of a model",
+        description="Build a model without downloading weights and report its size and cost (fvcore, one box).",
+    )
+    info.add_argument("model", metavar="CONFIG|NAME", help="zoo name, config name/path or actdet checkpoint")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(func=_cmd_model_info)
+
+    conv = model_sub.add_parser(
+        "convert",
+        help="turn zoo weights or a torchvision/pytorchvideo/PySlowFast checkpoint into an actdet checkpoint",
+        description=(
+            "Write an actdet-1 checkpoint. SOURCE: a zoo name (its pretrained weights), an actdet checkpoint, "
+            "pytorchvideo's AVA .pyth (with --config pytorchvideo/NAME), or backbone weights ('torchvision', "
+            "'pytorchvideo:mvit_base_16x4', a checkpoint file) with --config naming the MViT config."
+        ),
+    )
+    conv.add_argument("source", metavar="SOURCE", help="zoo name, weights name or checkpoint file")
+    conv.add_argument("--config", help="config name/path (or pytorchvideo/NAME) the weights belong to")
+    conv.add_argument("--out", required=True, help="checkpoint file to write")
+    conv.add_argument("--quiet", action="store_true", help="no download progress bar")
+    conv.set_defaults(func=_cmd_model_convert)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="actdet",
@@ -161,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.set_defaults(func=_cmd_prep_synthetic)
 
     _add_eval(sub)
+    _add_model(sub)
     return parser
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "load_config",
     "save_config",
     "resolve_config_path",
+    "shipped_file",
     "list_configs",
 ]
 
@@ -259,6 +260,17 @@ def resolve_config_path(name: str | os.PathLike) -> Path:
                 return found
     known = ", ".join(list_configs()) or "none found"
     raise ConfigError(f"no config file or name '{name}' (known names: {known})")
+
+
+def shipped_file(name: str | os.PathLike) -> Path:
+    """A file shipped in ``configs/`` (the source tree's or the installed copy), e.g. a label map.
+
+    Raises FileNotFoundError naming the folders searched.
+    """
+    for root in _config_dirs():
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(f"{name}: not found in the shipped configs ({', '.join(map(str, _config_dirs()))})")
 
 
 def list_configs() -> list[str]:

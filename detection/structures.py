@@ -208,7 +208,8 @@ class LabelMap:
     # -- files -------------------------------------------------------------------------------------
     @classmethod
     def from_pbtxt(cls, path: str | Path) -> LabelMap:
-        """Read an AVA label map (``item { name: "..." id: N [label_type: T] }`` blocks).
+        """Read an AVA label map: ``item { name: "..." id: N [label_type: T] }`` blocks, or the full list's
+        ``label { name: "..." label_id: N label_type: T }`` blocks.
 
         Every id in a ``.pbtxt`` is evaluated: that is how the official evaluator uses the file.
         Raises ValueError naming the file and line of a malformed item.
@@ -224,7 +225,7 @@ class LabelMap:
             line = raw.split("#", 1)[0].strip() if '"' not in raw else raw.strip()
             if not line:
                 continue
-            if line.startswith("item") and line.rstrip("{ ").strip() == "item":
+            if re.fullmatch(r"(item|label)\s*\{", line):  # AVA ships both block names
                 if item is not None:
                     raise ValueError(f"{path}:{lineno}: 'item {{' inside an unclosed item (line {item_line})")
                 item, item_line = {}, lineno

@@ -91,6 +91,9 @@ def test_pbtxt_accepts_label_id_and_reports_malformed_items(tmp_path):
     ok = tmp_path / "ok.pbtxt"
     ok.write_text('item {\n  name: "x"\n  label_id: 5\n}\n')
     assert LabelMap.from_pbtxt(ok).ids == (5,)
+    full = tmp_path / "full.pbtxt"  # the layout of AVA's full 80-class list
+    full.write_text('label {\n  name: "crawl"\n  label_id: 2\n  label_type: PERSON_MOVEMENT\n}\n')
+    assert LabelMap.from_pbtxt(full).label_types == {2: "PERSON_MOVEMENT"}
     bad = tmp_path / "bad.pbtxt"
     bad.write_text('item {\n  name: "x"\n}\n')
     with pytest.raises(ValueError, match=r"bad.pbtxt:1: item needs both 'name' and 'id'"):
