@@ -28,7 +28,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "dev": ["pytest==9.0.3", "ruff==0.17.6"],
+    "dev": ["pytest==9.0.3", "ruff==0.17.6", "motmetrics==1.4.0"],
 }
 
 setup(

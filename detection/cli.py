@@ -106,6 +106,104 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     vm.add_argument("--out", help="write metrics.json, per_class.csv, table.txt and a plot here")
     vm.set_defaults(func=_cmd_eval_video_map)
 
+    pe = ev_sub.add_parser(
+        "persons",
+        help="person detection quality of a proposals CSV (COCO AP, AP50, recall@0.5)",
+        description=(
+            "Person boxes of an AVA proposals/detections CSV against AVA ground truth: COCO AP (IoU 0.50:0.95), "
+            "AP50, AR and recall@0.5 (ground-truth people with a proposal at IoU >= 0.5), overall and per video."
+        ),
+    )
+    pe.add_argument("--gt", required=True, help="ground-truth CSV (video_id,sec,x1,y1,x2,y2,action_id[,person_id])")
+    pe.add_argument("--proposals", required=True, help="person boxes CSV (video_id,sec,x1,y1,x2,y2[,action_id,score])")
+    pe.add_argument("--exclusions", help="excluded timestamps CSV (video_id,sec)")
+    pe.add_argument("--max-dets", type=int, default=100, help="proposals per keyframe for AP/AR (default: 100)")
+    pe.add_argument("--out", help="write metrics.json, per_video.csv and table.txt here")
+    pe.set_defaults(func=_cmd_eval_persons)
+
+
+def _cmd_eval_persons(args: argparse.Namespace) -> int:
+    from eval.persons import evaluate_persons_files
+
+    result = evaluate_persons_files(args.gt, args.proposals, exclusions_path=args.exclusions, max_dets=args.max_dets)
+    if args.out:
+        result.write_report(args.out)
+        print(f"report written to {args.out}")
+    print(result.table())
+    return 0
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    import re
+
+    match = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
+    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, e.g. 1280x720, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _cmd_link(args: argparse.Namespace) -> int:
+    from detection.config import apply_overrides, config_from_dict, config_to_dict, load_config
+    from detection.structures import LabelMap
+    from detection.tubes.io import link_csv
+    from detection.tubes.linker import LinkerConfig
+
+    base = load_config(args.config).tubes if args.config else LinkerConfig()
+    data = config_to_dict(base)
+    apply_overrides(data, [o[len("tubes."):] if o.startswith("tubes.") else o for o in args.overrides])
+    config = config_from_dict(LinkerConfig, data, prefix="tubes")
+    fps, size, num_frames = args.fps, args.size, None
+    if args.video:
+        from detection.video import probe
+
+        info = probe(args.video)
+        fps = fps or info.fps
+        size = size or (info.width, info.height)
+        num_frames = info.num_frames
+    summary = link_csv(
+        args.detections,
+        LabelMap.load(args.labelmap),
+        args.out,
+        fps=fps or 30.0,
+        time_offset=args.time_offset,
+        config=config,
+        tracks=args.tracks,
+        detections_out=args.detections_out,
+        size=size,
+        num_frames=num_frames,
+        progress=not _quiet(args),
+    )
+    print(f"{summary}; tubes written to {args.out}")
+    return 0
+
+
+def _add_link(sub: argparse._SubParsersAction) -> None:
+    link = sub.add_parser(
+        "link",
+        help="link keyframe detections into person tracks and action tubes",
+        description=(
+            "Track people across keyframes (Kalman + two-pass assignment), label each track's actions over "
+            "time (per-class Viterbi with a fixed lag) and write action tubes as the project's tubes JSON. "
+            "Config overrides (KEY=VALUE) set LinkerConfig fields, e.g. lag=4 switch_penalty=2 nms_iou=0.5."
+        ),
+    )
+    link.add_argument("--detections", required=True,
+                      help="detections CSV: video_id,timestamp,x1,y1,x2,y2,action_id,score[,track_id]")
+    link.add_argument("--labelmap", required=True, help="label map (.pbtxt or id/name list): the score columns")
+    link.add_argument("--out", required=True, help="tubes JSON to write")
+    link.add_argument("--fps", type=float, default=None, help="frame rate (default: the --video's, else 30)")
+    link.add_argument("--time-offset", type=float, default=0.0,
+                      help="seconds subtracted from timestamps before they become frames (AVA: 900; default: 0)")
+    link.add_argument("--video", help="the video: its size, frame count and frame rate (one-video CSVs)")
+    link.add_argument("--size", type=_parse_size, metavar="WxH",
+                      help="frame size in pixels for --tracks and the JSON (default: the --video's, else unknown)")
+    link.add_argument("--tracks", help="also write the tracks as MOTChallenge txt ({video} in the path for several)")
+    link.add_argument("--detections-out", help="also write the detections with a track-id column")
+    link.add_argument("--config", help="config name or YAML whose 'tubes' section is the starting point")
+    link.add_argument("--quiet", action="store_true", help="no progress bars")
+    link.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="LinkerConfig overrides, e.g. lag=4")
+    link.set_defaults(func=_cmd_link)
+
 
 def _model_errors() -> tuple[type[BaseException], ...]:
     """Errors a model command reports in one line (weights that cannot be fetched, unknown names)."""
@@ -203,6 +301,89 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
     conv.set_defaults(func=_cmd_model_convert)
 
 
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from detection.config import DetectorConfig, config_from_dict, config_to_dict, load_config
+    from detection.persons import factory
+    from detection.persons.detect_job import collect_inputs, detector_fingerprint, run_detect
+    from detection.persons.keyframes import parse_keyframes
+
+    schedule = parse_keyframes(args.keyframes)
+    inputs = collect_inputs(args.inputs)
+    section = config_to_dict(load_config(args.config).detector if args.config else DetectorConfig())
+    flags = {"backend": args.backend, "model": args.model, "weights": args.weights,
+             "score_threshold": args.score_threshold, "min_box_size": args.min_box_size,
+             "max_people": args.max_people, "batch_size": args.batch_size, "device": args.device}
+    section.update({key: value for key, value in flags.items() if value is not None})
+    cfg = config_from_dict(DetectorConfig, section, prefix="detector")
+    quiet = _quiet(args)
+    errors: tuple[type[BaseException], ...] = (factory.BackendUnavailableError,)
+    if cfg.backend != "precomputed":  # box files need no torch
+        from detection.models.weights import WeightsUnavailableError
+
+        errors += (WeightsUnavailableError,)
+    try:
+        detector = factory.build_detector(cfg, progress=not quiet)
+    except errors as err:
+        print(f"actdet detect: error: {err}", file=sys.stderr)
+        return 2
+
+    def report(inp, message: str) -> None:
+        print(f"actdet detect: {inp.video_id}: failed: {message}", file=sys.stderr)
+
+    try:
+        summary = run_detect(inputs, args.out, detector, schedule, time_offset=args.time_offset,
+                             folder_fps=args.folder_fps, fingerprint=detector_fingerprint(section),
+                             resume=args.resume, progress=not quiet, on_failure=report)
+    except KeyboardInterrupt:
+        print("actdet detect: interrupted; finished videos are kept, rerun with --resume to continue",
+              file=sys.stderr)
+        return 130
+    if summary.restarted:
+        print("note: an earlier unfinished run with other settings was discarded", file=sys.stderr)
+    print(summary.text())
+    return 0 if summary.ok else 1
+
+
+def _add_detect(sub: argparse._SubParsersAction) -> None:
+    det = sub.add_parser(
+        "detect",
+        help="person boxes on the keyframes of videos or frame folders, as an AVA-format CSV",
+        description=(
+            "Run a person detector on the keyframes of each INPUT (a video file, or a folder of JPEG frames named "
+            "like <vid>_000001.jpg or img_00001.jpg) and write AVA-format proposals "
+            "(video_id,timestamp,x1,y1,x2,y2,,score; normalized boxes). Resumable: a rerun of an interrupted job "
+            "skips the finished videos and writes the same file. A video that cannot be read is reported, the "
+            "others go on, and the exit status is 1."
+        ),
+    )
+    det.add_argument("inputs", nargs="+", metavar="INPUT", help="video files or frame folders; the video id is the "
+                     "file stem or folder name")
+    det.add_argument("--out", required=True, help="proposals CSV to write")
+    det.add_argument("--keyframes", default="ava", help="ava (1 Hz at whole seconds), every:N (frames) or fps:F "
+                     "(default: %(default)s)")
+    det.add_argument("--time-offset", type=float, default=0.0, help="seconds added to every timestamp (AVA's "
+                     "15-minute clips: 900; default: %(default)s)")
+    det.add_argument("--folder-fps", type=float, default=30.0, help="frame rate of frame-folder inputs "
+                     "(default: %(default)s); videos use their own")
+    det.add_argument("--config", help="config name or YAML path whose detector section is used (default: the "
+                     "schema's defaults)")
+    det.add_argument("--backend", choices=["torchvision", "detectron2", "precomputed"], help="detector backend")
+    det.add_argument("--model", help="torchvision: fasterrcnn_resnet50_fpn_v2, fasterrcnn_mobilenet_v3_large_fpn, "
+                     "keypointrcnn_resnet50_fpn; detectron2: a model-zoo config; precomputed: a box CSV or "
+                     "mmaction2 proposal pickle")
+    det.add_argument("--weights", help="'default' (published COCO weights, downloaded) or a local weights file")
+    det.add_argument("--score-threshold", type=float, help="keep people scoring at least this")
+    det.add_argument("--min-box-size", type=float, help="minimum box height, as a fraction of the frame height")
+    det.add_argument("--max-people", type=int, help="at most this many people per keyframe, best first")
+    det.add_argument("--batch-size", type=int, help="keyframes per forward pass")
+    det.add_argument("--device", help="auto (CUDA when available), cpu or cuda[:k]")
+    det.add_argument(
+        "--resume", action="store_true", help="reuse the videos an interrupted run finished (same settings)"
+    )
+    det.add_argument("--quiet", action="store_true", help="no progress bars")
+    det.set_defaults(func=_cmd_detect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="actdet",
@@ -257,7 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     syn.set_defaults(func=_cmd_prep_synthetic)
 
     _add_eval(sub)
+    _add_link(sub)
     _add_model(sub)
+    _add_detect(sub)
     return parser
 
 

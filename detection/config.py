@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from data_prep.synthetic import SyntheticSpec
+from detection.tubes.linker import LinkerConfig
 
 __all__ = [
     "Config",
@@ -29,6 +30,7 @@ __all__ = [
     "BackboneConfig",
     "HeadConfig",
     "ModelConfig",
+    "DetectorConfig",
     "ConfigError",
     "config_from_dict",
     "config_to_dict",
@@ -98,12 +100,31 @@ class ModelConfig:
 
 
 @dataclass
+class DetectorConfig:
+    """The person detector: which backend and model, and the filters applied to its output."""
+
+    backend: Literal["torchvision", "detectron2", "precomputed"] = "torchvision"
+    # torchvision: fasterrcnn_resnet50_fpn_v2 | fasterrcnn_mobilenet_v3_large_fpn | keypointrcnn_resnet50_fpn;
+    # detectron2: a model-zoo config name (COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml) or a config file;
+    # precomputed: an AVA-format box CSV or an mmaction2 proposal pickle.
+    model: str = "fasterrcnn_resnet50_fpn_v2"
+    weights: str | None = None  # None: the backend's published COCO weights (downloaded); or a local file
+    score_threshold: float = 0.5
+    min_box_size: float = 0.0  # minimum box height as a fraction of the frame height
+    max_people: int = 100
+    batch_size: int = 4
+    device: str = "auto"
+
+
+@dataclass
 class Config:
     """The whole configuration of a job."""
 
     name: str = "default"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tubes: LinkerConfig = field(default_factory=LinkerConfig)  # tracking + temporal labelling into tubes
     output_dir: str = "outputs/demo"
 
 
