@@ -4,7 +4,7 @@
 became final, ``finish()`` the rest. Its memory holds the live tracks only (a window of ``lag`` keyframes
 each, longer while an action is still going on), whatever the length of the video; its cost per
 keyframe is a fixed number of numpy operations over the people in view (vectorised over people and
-classes), plus one optimal assignment of the tracker.
+classes) plus the tracker's optimal assignments, and a few per tube handed out.
 
 1. :class:`~detection.tubes.tracker.OnlineTracker` links the boxes into person tracks (or the given
    ``track_ids`` are used, see ``LinkerConfig.use_track_ids``).
@@ -170,9 +170,6 @@ class TubeLinker:
         self._stride = self.keyframe_stride
         self._held: KeyframeDetections | None = None  # the first keyframe, until the stride is known
         s, r = 8, 16  # slots, ring length (keyframes kept per track); both grow
-        self._labeller: FixedLagViterbi | None = None
-        if self._stride is not None:
-            self._start_labeller(self._stride)
         self._frame = np.zeros((s, r), np.int64)
         self._box = np.zeros((s, r, 4), np.float32)
         self._pscore = np.zeros((s, r), np.float32)
@@ -194,6 +191,9 @@ class TubeLinker:
         self._nms_pending: list[tuple[int, Tube]] = []  # (sequence, tube) waiting for their NMS decision
         self._nms_seen: list[tuple[int, Tube]] = []  # decided tubes that pending ones may overlap
         self._nms_seq = 0
+        self._labeller: FixedLagViterbi | None = None
+        if self._stride is not None:
+            self._start_labeller(self._stride)
 
     def _start_labeller(self, stride: int) -> None:
         """The labeller for keyframes ``stride`` frames apart (penalty per keyframe, lag in keyframes)."""
@@ -203,7 +203,7 @@ class TubeLinker:
         lag = cfg.lag if cfg.lag is not None else int(min(MAX_LAG, max(1, round(2.0 / interval_s))))
         self.lag = lag
         self._labeller = FixedLagViterbi(self._num_classes, cfg.action_threshold, cfg.switch_penalty / interval_s,
-                                         lag, capacity=len(self._track) if hasattr(self, "_track") else 8)
+                                         lag, capacity=len(self._track))
 
     def stats(self) -> dict[str, int]:
         """Sizes of the internal state (live tracks, keyframes kept, ...): bounded on any video length."""
@@ -403,12 +403,13 @@ class TubeLinker:
         self._free.append(slot)
 
     # -- tubes and trajectories out ----------------------------------------------------------------
-    def _keyframes(self, slot: int, first: int, last: int) -> np.ndarray:
+    def _positions(self, first: int, last: int) -> np.ndarray:
+        """Ring positions of a slot's keyframes ``first .. last`` (inclusive)."""
         return np.arange(first, last + 1) % self._ring()
 
     def _emit(self, slot: int, c: int, first: int, last: int) -> None:
         """The tube of class column ``c`` over keyframes ``first .. last`` (inclusive) of ``slot``."""
-        pos = self._keyframes(slot, first, last)
+        pos = self._positions(first, last)
         key_frames = self._frame[slot, pos]
         key_scores = self._ascore[slot, pos, c]
         ext = (self._stride or 0) // 2 if self.config.extend else 0
@@ -442,7 +443,7 @@ class TubeLinker:
         """Hand out the trajectory of ``slot`` up to keyframe ``last``, from where the previous piece ended."""
         first = int(self._traced[slot])
         anchor = max(first - 1, 0)  # the previous piece's last keyframe anchors the interpolation
-        pos = self._keyframes(slot, anchor, last)
+        pos = self._positions(anchor, last)
         key_frames = self._frame[slot, pos]
         start = int(key_frames[0]) + (1 if first > 0 else 0)
         frames = np.arange(start, int(key_frames[-1]) + 1)

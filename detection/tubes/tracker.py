@@ -19,7 +19,8 @@ Association follows ByteTrack (Zhang et al., 2022), with one change for sparse k
 3. the high boxes left against the tentative tracks (IoU ≥ ``match_iou``);
 4. high boxes still left, scoring at least ``new_track_score``, start tentative tracks.
 
-Each pass is an optimal assignment (``scipy.optimize.linear_sum_assignment``) on ``1 - IoU``. The IoU is
+Each pass is an optimal assignment (``scipy.optimize.linear_sum_assignment``) on ``1 - IoU``, pairs below
+the pass's IoU threshold being forbidden (the most matches first, then the best ones). The IoU is
 *buffered*: both boxes of a pair are widened by ``buffer_sigmas`` standard deviations of the track's
 predicted centre (its Kalman innovation), in x and in y. On every frame that margin is a few pixels and
 the cost is plain IoU; at 1 Hz, or for a new track whose velocity is still unknown, the margin grows
