@@ -61,6 +61,7 @@ __all__ = [
     "load_backbone_weights",
     "read_checkpoint",
     "resolve_source",
+    "socket_timeout",
     "to_torchvision_layout",
 ]
 
@@ -390,7 +391,7 @@ def _unwrap(obj: Any, where: str) -> tuple[dict[str, Any], dict[str, Any] | None
 
 
 @contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
+def socket_timeout(seconds: float) -> Iterator[None]:
     """Sockets opened inside give up after ``seconds`` without progress (urllib sets no time-out itself)."""
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(seconds)
@@ -404,7 +405,7 @@ def _download(source: WeightsSource, progress: bool) -> Any:
     """The checkpoint object of a named source, from torch.hub's cache or the network."""
     cached = Path(torch.hub.get_dir()) / "checkpoints" / source.file_name
     try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+        with socket_timeout(DOWNLOAD_TIMEOUT_S):
             if source.torchvision_weights is not None:
                 return source.torchvision_weights.get_state_dict(
                     progress=progress, check_hash=True, map_location="cpu", weights_only=True

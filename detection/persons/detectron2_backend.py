@@ -29,12 +29,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-import socket
 import sys
 import urllib.parse
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,7 @@ import numpy as np
 import torch
 
 from detection.config import DetectorConfig
-from detection.models.weights import DOWNLOAD_TIMEOUT_S, WeightsLoadError, WeightsUnavailableError
+from detection.models.weights import DOWNLOAD_TIMEOUT_S, WeightsLoadError, WeightsUnavailableError, socket_timeout
 from detection.persons.base import DetectorSettings, PersonDetector
 
 __all__ = ["DEFAULT_MODEL", "Detectron2Detector", "Detectron2NotInstalledError", "detectron2_available"]
@@ -245,17 +243,6 @@ def _weights_location(weights: str | None, zoo_name: str | None, config_weights:
     return str(path)
 
 
-@contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    """Sockets opened inside give up after ``seconds`` without progress."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
 def _download(url: str, progress: bool) -> Path:
     """A checkpoint URL as a local file in torch.hub's cache (downloaded once, atomically)."""
     if url.startswith(ZOO_URL_PREFIX):
@@ -270,7 +257,7 @@ def _download(url: str, progress: bool) -> Path:
         return cached
     cached.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+        with socket_timeout(DOWNLOAD_TIMEOUT_S):
             torch.hub.download_url_to_file(url, os.fspath(cached), progress=progress)
     except OSError as err:  # URLError, HTTPError, time-outs, refused connections
         raise WeightsUnavailableError(

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torchvision.models import detection as tvd
 from torchvision.ops import boxes as box_ops
 
-from detection.models.weights import DOWNLOAD_TIMEOUT_S, WeightsLoadError, WeightsUnavailableError, _socket_timeout
+from detection.models.weights import DOWNLOAD_TIMEOUT_S, WeightsLoadError, WeightsUnavailableError, socket_timeout
 from detection.persons.base import DetectorSettings, PersonDetector
 
 __all__ = ["MODELS", "PERSON_LABEL", "TorchvisionDetector", "TorchvisionModel", "resolve_device"]
@@ -200,7 +200,7 @@ class TorchvisionDetector(PersonDetector):
         if self.weights == "default":
             weights = spec.weights.DEFAULT
             try:
-                with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+                with socket_timeout(DOWNLOAD_TIMEOUT_S):
                     return spec.builder(weights=weights, progress=progress, **kwargs)
             except OSError as err:  # URLError, HTTPError, time-outs, refused connections
                 target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
