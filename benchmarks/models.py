@@ -18,21 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness import rss_mib, run_worker, select_devices, timed  # noqa: E402
+
 MODELS = ["ava/mvit_v1_b_16x4", "ava/mvit_v2_s_16x4"]
-
-
-def _rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def worker(name: str, device: str, batch: int, iters: int, boxes_per_clip: int) -> dict:
@@ -50,29 +44,15 @@ def worker(name: str, device: str, batch: int, iters: int, boxes_per_clip: int) 
     boxes = [c.reshape(-1, 4).to(device) for c in corners]
     cuda = device == "cuda"
 
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
-
-    def timed(fn, repeat: int) -> float:
-        """Mean seconds per call over ``repeat`` calls, after one warm-up call."""
-        fn()
-        sync()
-        start = time.perf_counter()
-        for _ in range(repeat):
-            fn()
-        sync()
-        return (time.perf_counter() - start) / repeat
-
-    base_rss = _rss_mib()
+    base_rss = rss_mib()
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        whole = timed(lambda: model(clips, boxes), iters)
+        whole, _ = timed(lambda: model(clips, boxes), iters, cuda)
         peak_cuda = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
         features = model.backbone(clips)
-        backbone = timed(lambda: model.backbone(clips), iters)
-        head = timed(lambda: model.head(features, boxes, (h, w)), max(10, 5 * iters))
+        backbone, _ = timed(lambda: model.backbone(clips), iters, cuda)
+        head, _ = timed(lambda: model.head(features, boxes, (h, w)), max(10, 5 * iters), cuda)
     return {
         "model": name,
         "device": device,
@@ -85,19 +65,10 @@ def worker(name: str, device: str, batch: int, iters: int, boxes_per_clip: int) 
         "backbone_s": backbone,
         "head_s": head,
         "head_share": head / backbone,
-        "peak_rss_mib": _rss_mib(),
-        "rss_growth_mib": _rss_mib() - base_rss,
+        "peak_rss_mib": rss_mib(),
+        "rss_growth_mib": rss_mib() - base_rss,
         "peak_cuda_mib": peak_cuda,
     }
-
-
-def run_worker(name: str, device: str, batch: int, iters: int, boxes: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, device, str(batch), "--iters", str(iters), "--boxes",
-           str(boxes)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"{name} on {device}, batch {batch} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -115,16 +86,9 @@ def main() -> int:
         print(json.dumps(worker(name, device, int(batch), args.iters, args.boxes)))
         return 0
 
-    import torch
-
-    devices = ["cpu", "cuda"] if args.device == "auto" else [args.device]
-    if "cuda" in devices and not torch.cuda.is_available():
-        if args.device == "cuda":
-            print("no CUDA device", file=sys.stderr)
-            return 1
-        devices.remove("cuda")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
-          + (f", GPU: {torch.cuda.get_device_name()}" if "cuda" in devices else ", no GPU"))
+    devices = select_devices(args.device)
+    if devices is None:
+        return 1
     print(f"inference, no grad, random init, {args.boxes} boxes per clip, mean of {args.iters} iterations "
           f"after one warm-up; CUDA in bf16 autocast, CPU in fp32\n")
     header = (f"{'model':<22} {'device':<6} {'batch':>5} {'clips/s':>8} {'ms/batch':>9} {'peak MiB':>9} "
@@ -134,7 +98,8 @@ def main() -> int:
     for device in devices:
         for name in args.models:
             for batch in args.batch_sizes:
-                r = run_worker(name, device, batch, args.iters, args.boxes)
+                r = run_worker(__file__, [name, device, batch, "--iters", args.iters, "--boxes", args.boxes],
+                               f"{name} on {device}, batch {batch}")
                 peak = r["peak_cuda_mib"] if device == "cuda" else r["peak_rss_mib"]
                 growth = "" if device == "cuda" else f"{r['rss_growth_mib']:7.0f}"
                 print(f"{name:<22} {device:<6} {batch:>5} {r['clips_per_s']:>8.2f} {1000 * r['s_per_batch']:>9.1f} "

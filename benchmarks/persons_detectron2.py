@@ -23,30 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness import print_detector_table, select_devices, synthetic_frames, time_detector  # noqa: E402
+
 MODELS = ["COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml", "COCO-Keypoints/keypoint_rcnn_R_50_FPN_3x.yaml"]
 WIDTH, HEIGHT = 1280, 720
-
-
-def _rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _frames(count: int) -> list:
-    """``count`` 720p RGB frames of a synthetic scene (figures on a textured backdrop)."""
-    from data_prep.synthetic import SyntheticScene, SyntheticSpec
-
-    scene = SyntheticScene(SyntheticSpec(videos=1, seconds=2, fps=10, width=WIDTH, height=HEIGHT, seed=0), 0)
-    return [scene.render(5 * i % scene.num_frames) for i in range(count)]
 
 
 def worker(name: str, device: str, batch: int, iters: int, people: int) -> dict:
@@ -71,45 +57,10 @@ def worker(name: str, device: str, batch: int, iters: int, people: int) -> dict:
             # Random heatmaps overflow in Detectron2's keypoint decoding (an assertion fails); flat ones do not.
             detector.model.roi_heads.keypoint_head.score_lowres.weight.zero_()
             detector.model.roi_heads.keypoint_head.score_lowres.bias.zero_()
-    frames = _frames(batch)
-    cuda = device == "cuda"
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
-
-    base_rss = _rss_mib()  # model and frames loaded
-    detector.detect(frames)  # warm-up (allocator, cuDNN autotuning)
-    sync()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(iters):
-        found = detector.detect(frames)
-    sync()
-    seconds = (time.perf_counter() - start) / iters
-    return {
-        "model": name,
-        "device": device,
-        "batch": batch,
-        "threads": torch.get_num_threads(),
-        "input": list(detector.resize.get_transform(frames[0]).apply_image(frames[0]).shape[:2]),
-        "frames_per_s": batch / seconds,
-        "s_per_batch": seconds,
-        "people_per_frame": sum(len(f) for f in found) / len(found),
-        "peak_rss_mib": _rss_mib(),
-        "rss_growth_mib": _rss_mib() - base_rss,
-        "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-    }
-
-
-def run_worker(name: str, device: str, batch: int, iters: int, people: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, device, str(batch), "--iters", str(iters),
-           "--people", str(people)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"{name} on {device}, batch {batch} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    frames = synthetic_frames(batch, WIDTH, HEIGHT)
+    figures = time_detector(detector, frames, device, iters)
+    shape = detector.resize.get_transform(frames[0]).apply_image(frames[0]).shape[:2]
+    return {"model": name, "input": list(shape), **figures}
 
 
 def main() -> int:
@@ -128,36 +79,17 @@ def main() -> int:
         print(json.dumps(worker(name, device, int(batch), args.iters, args.people)))
         return 0
 
-    import torch
-
     from detection.persons.detectron2_backend import detectron2_available
 
     if not detectron2_available():
         print("Detectron2 is not installed: run `make detectron2` first", file=sys.stderr)
         return 1
-    devices = ["cpu", "cuda"] if args.device == "auto" else [args.device]
-    if "cuda" in devices and not torch.cuda.is_available():
-        if args.device == "cuda":
-            print("no CUDA device", file=sys.stderr)
-            return 1
-        devices.remove("cuda")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
-          + (f", GPU: {torch.cuda.get_device_name()}" if "cuda" in devices else ", no GPU"))
+    devices = select_devices(args.device)
+    if devices is None:
+        return 1
     print(f"{WIDTH}x{HEIGHT} frames, resized by the config to 750x1333; random init, {args.people} people per "
           f"frame; mean of {args.iters} iterations after one warm-up; fp32\n")
-    header = f"{'model':<46} {'device':<6} {'batch':>5} {'frames/s':>9} {'ms/batch':>9} {'peak MiB':>9} {'+MiB':>7}"
-    print(header)
-    print("-" * len(header))
-    for device in devices:
-        for name in args.models:
-            for batch in args.batch_sizes:
-                r = run_worker(name, device, batch, args.iters, args.people)
-                peak = r["peak_cuda_mib"] if device == "cuda" else r["peak_rss_mib"]
-                growth = "" if device == "cuda" else f"{r['rss_growth_mib']:7.0f}"
-                print(f"{name:<46} {device:<6} {batch:>5} {r['frames_per_s']:>9.2f} {1000 * r['s_per_batch']:>9.0f} "
-                      f"{peak:>9.0f} {growth:>7}", flush=True)
-    print("\npeak MiB: CPU = peak RSS of the process (model included), +MiB = its growth during inference "
-          "(over the loaded model and frames); CUDA = torch.cuda.max_memory_allocated during the timed iterations.")
+    print_detector_table(__file__, args.models, devices, args)
     return 0
 
 
