@@ -47,17 +47,22 @@ def _cmd_prep_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_result(result, out: str | None, **report_options) -> int:
+    """Every evaluator's ending: the report files when ``--out`` is given, then the table."""
+    if out:
+        result.write_report(out, **report_options)
+        print(f"report written to {out}")
+    print(result.table())
+    return 0
+
+
 def _cmd_eval_frame_map(args: argparse.Namespace) -> int:
     from eval.frame_map import evaluate_frame_map_files
 
     result = evaluate_frame_map_files(
         args.gt, args.det, args.labelmap, exclusions_path=args.exclusions, protocol=args.protocol
     )
-    if args.out:
-        result.write_report(args.out, pr_classes=args.pr_classes)
-        print(f"report written to {args.out}")
-    print(result.table())
-    return 0
+    return _print_result(result, args.out, pr_classes=args.pr_classes)
 
 
 def _cmd_eval_video_map(args: argparse.Namespace) -> int:
@@ -66,11 +71,7 @@ def _cmd_eval_video_map(args: argparse.Namespace) -> int:
     result = evaluate_video_map_files(
         args.gt, args.tubes, frame_dets_path=args.frame_dets, protocol=args.protocol, split=args.split
     )
-    if args.out:
-        result.write_report(args.out)
-        print(f"report written to {args.out}")
-    print(result.table())
-    return 0
+    return _print_result(result, args.out)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -126,11 +127,7 @@ def _cmd_eval_persons(args: argparse.Namespace) -> int:
     from eval.persons import evaluate_persons_files
 
     result = evaluate_persons_files(args.gt, args.proposals, exclusions_path=args.exclusions, max_dets=args.max_dets)
-    if args.out:
-        result.write_report(args.out)
-        print(f"report written to {args.out}")
-    print(result.table())
-    return 0
+    return _print_result(result, args.out)
 
 
 def _parse_size(text: str) -> tuple[int, int]:

@@ -153,6 +153,24 @@ def _config_entry_builder(name: str) -> Callable[[bool], nn.Module]:
     return lambda pretrained: _build_from_config(load_config(name), pretrained)
 
 
+def _ava_mvit_entry(variant: str, title: str, weights_enum: str) -> ZooEntry:
+    """The zoo entry of a shipped AVA MViT config (``ava/mvit_{variant}_16x4``): K400 backbone, untrained head."""
+    config = f"ava/mvit_{variant}_16x4"
+    return ZooEntry(
+        name=config,
+        description=f"{title} 16x4 for AVA with a RoIAlign head at stride 16 (config {config})",
+        architecture=f"{title} (torchvision layout, last pooling stride dropped) + RoIActionHead",
+        weights=f"torchvision {weights_enum}.KINETICS400_V1 (backbone only; head randomly initialised)",
+        trained_on="backbone: Kinetics-400 classification; head: not trained",
+        input_spec=_input_of(config),
+        metric=None,
+        metric_note=_UNTRAINED_AVA,
+        label_map="AVA v2.2 ActivityNet 2019 list (60 classes), from the dataset or the shipped copy",
+        builder=_config_entry_builder(config),
+        config=config,
+    )
+
+
 def _input_of(config_name: str) -> InputSpec:
     """The input contract of a shipped config, read when the zoo is imported (a small YAML file)."""
     m = load_config(config_name).model
@@ -203,32 +221,8 @@ ZOO: dict[str, ZooEntry] = {
             "Kinetics-400 pretraining, AVA v2.2 fine-tuning (80 classes)",
             19.5,
         ),
-        ZooEntry(
-            name="ava/mvit_v1_b_16x4",
-            description="MViTv1-B 16x4 for AVA with a RoIAlign head at stride 16 (config ava/mvit_v1_b_16x4)",
-            architecture="MViTv1-B (torchvision layout, last pooling stride dropped) + RoIActionHead",
-            weights="torchvision MViT_V1_B_Weights.KINETICS400_V1 (backbone only; head randomly initialised)",
-            trained_on="backbone: Kinetics-400 classification; head: not trained",
-            input_spec=_input_of("ava/mvit_v1_b_16x4"),
-            metric=None,
-            metric_note=_UNTRAINED_AVA,
-            label_map="AVA v2.2 ActivityNet 2019 list (60 classes), from the dataset or the shipped copy",
-            builder=_config_entry_builder("ava/mvit_v1_b_16x4"),
-            config="ava/mvit_v1_b_16x4",
-        ),
-        ZooEntry(
-            name="ava/mvit_v2_s_16x4",
-            description="MViTv2-S 16x4 for AVA with a RoIAlign head at stride 16 (config ava/mvit_v2_s_16x4)",
-            architecture="MViTv2-S (torchvision layout, last pooling stride dropped) + RoIActionHead",
-            weights="torchvision MViT_V2_S_Weights.KINETICS400_V1 (backbone only; head randomly initialised)",
-            trained_on="backbone: Kinetics-400 classification; head: not trained",
-            input_spec=_input_of("ava/mvit_v2_s_16x4"),
-            metric=None,
-            metric_note=_UNTRAINED_AVA,
-            label_map="AVA v2.2 ActivityNet 2019 list (60 classes), from the dataset or the shipped copy",
-            builder=_config_entry_builder("ava/mvit_v2_s_16x4"),
-            config="ava/mvit_v2_s_16x4",
-        ),
+        _ava_mvit_entry("v1_b", "MViTv1-B", "MViT_V1_B_Weights"),
+        _ava_mvit_entry("v2_s", "MViTv2-S", "MViT_V2_S_Weights"),
         ZooEntry(
             name="synthetic/tiny",
             description="A 4-block MViTv2 (32 channels, 1 M parameters) for the synthetic data, small enough for a CPU",
