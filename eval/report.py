@@ -79,6 +79,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_ap_bars(names: Sequence[str], aps: Sequence[float | None], path: str | Path, title: str) -> Path:
     """A horizontal bar chart of per-class AP (percent), classes without ground truth left out."""
     plt = _pyplot()
@@ -89,12 +98,7 @@ def plot_ap_bars(names: Sequence[str], aps: Sequence[float | None], path: str | 
     ax.set_xlabel("AP (%)")
     ax.set_title(title)
     ax.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_pr_curves(
@@ -112,9 +116,4 @@ def plot_pr_curves(
     ax.set_title(title)
     if curves:
         ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

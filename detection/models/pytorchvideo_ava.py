@@ -20,7 +20,6 @@ Their heads average a fixed number of frames (8 slow / 32 fast, or 4), so clips 
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 from detection.config import shipped_file
 from detection.models.action_model import InputSpec, predict_probabilities, preprocess
 from detection.models.roi_head import action_loss, boxes_to_pixels
-from detection.models.weights import DOWNLOAD_TIMEOUT_S, WeightsUnavailableError, read_checkpoint
+from detection.models.weights import DOWNLOAD_TIMEOUT_S, WeightsUnavailableError, read_checkpoint, socket_timeout
 from detection.structures import LabelMap
 
 __all__ = [
@@ -172,11 +171,10 @@ def _download_state(variant: AvaVariant, progress: bool) -> dict:
     """
     file_name = Path(urlparse(variant.url).path).name
     cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        return torch.hub.load_state_dict_from_url(variant.url, map_location="cpu", progress=progress,
-                                                  weights_only=True)
+        with socket_timeout(DOWNLOAD_TIMEOUT_S):
+            return torch.hub.load_state_dict_from_url(variant.url, map_location="cpu", progress=progress,
+                                                      weights_only=True)
     except OSError as err:  # URLError, HTTPError, time-outs, refused connections
         raise WeightsUnavailableError(
             f"cannot download the {variant.name} weights from {variant.url}: {err}. Without network access, "
@@ -185,8 +183,6 @@ def _download_state(variant: AvaVariant, progress: bool) -> dict:
             f"/path/to/{file_name} --config pytorchvideo/{variant.name} --out model.pt`; or copy it to {cached} "
             f"where torch.hub finds it."
         ) from err
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def build_pytorchvideo_ava(
