@@ -21,7 +21,7 @@ from av.video.reformatter import VideoReformatter
 
 __all__ = [
     "Frame", "FrameStream", "VideoDecodeWarning", "VideoInfo", "VideoReadError", "VideoWriter",
-    "probe", "read_clip",
+    "probe", "read_clip", "read_frames",
 ]
 
 
@@ -285,6 +285,39 @@ def read_clip(path: str | os.PathLike, center_s: float, num_frames: int, stride:
             images[tail[0]] = stream._to_rgb(tail[1])
     if not images:
         raise VideoReadError(f"{path}: no frame decoded between {start_s or 0:.3f} s and {end_s:.3f} s")
+    have = np.array(sorted(images))
+    used = have[np.abs(have[None, :] - wanted[:, None]).argmin(axis=1)]  # nearest decoded frame
+    return np.stack([images[i] for i in used.tolist()]), used.astype(np.int64)
+
+
+def read_frames(path: str | os.PathLike, indices: np.ndarray | list[int], *,
+                size: int | tuple[int, int] | None = None, threads: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The frames at 0-based source ``indices`` (any order, repeats allowed), decoded in one pass.
+
+    Seeks once to the keyframe before the smallest index and decodes forward to the largest, converting
+    to RGB only the frames asked for. ``size`` as in :class:`FrameStream`. ``threads``: FFmpeg's own
+    decoding threads (off by default: data-loader workers already run in parallel).
+    Returns ``(frames, used)``: ``len(indices) x H x W x 3`` uint8 RGB in the order of ``indices`` and the
+    index each image really has (the nearest decoded frame where one is missing, e.g. past the end of a
+    truncated file). Raises ValueError on negative or no indices, VideoReadError when nothing decodes.
+    """
+    wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if wanted.size == 0 or wanted.min() < 0:
+        raise ValueError(f"{path}: indices must be a non-empty list of frame indices >= 0, got {wanted.tolist()}")
+    lo, hi = int(wanted.min()), int(wanted.max())
+    needed, images, tail = set(wanted.tolist()), {}, None
+    with FrameStream(path, size=size, threads=threads) as stream:
+        # Half-frame margins make the window robust to timestamp jitter; indices come from timestamps.
+        start = (lo - Fraction(1, 2)) / stream._rate if lo > 0 else None
+        end = (hi + Fraction(1, 2)) / stream._rate
+        for index, _, frame in stream._decoded(start, end):
+            if index in needed:
+                images[index] = stream._to_rgb(frame)
+            tail = index, frame
+        if tail is not None and tail[0] not in images:  # the edge frame to repeat if the file ends early
+            images[tail[0]] = stream._to_rgb(tail[1])
+    if not images:
+        raise VideoReadError(f"{path}: no frame decoded between frames {lo} and {hi}")
     have = np.array(sorted(images))
     used = have[np.abs(have[None, :] - wanted[:, None]).argmin(axis=1)]  # nearest decoded frame
     return np.stack([images[i] for i in used.tolist()]), used.astype(np.int64)
