@@ -22,8 +22,10 @@ INSTALL_REQUIRES = [
     "opencv-python-headless==5.0.0.93",
     "pycocotools==2.0.11",
     "av==18.1.0",
+    "imageio-ffmpeg==0.8.1",
     "pyyaml==6.0.3",
     "tqdm==4.70.1",
+    "tensorboard==2.21.0",  # training metrics (detection.engine.logger; JSONL only without it)
     "matplotlib==3.11.2",
 ]
 
