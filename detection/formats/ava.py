@@ -27,14 +27,17 @@ import numpy as np
 from detection.structures import as_boxes
 
 __all__ = [
+    "AvaCheck",
     "AvaRows",
     "AvaTable",
     "FrameListEntry",
     "format_timestamp",
     "read_ava_csv",
     "read_ava_table",
+    "check_ava_csv",
     "write_ava_csv",
     "read_exclusions",
+    "check_exclusions",
     "write_exclusions",
     "read_frame_list",
     "write_frame_list",
@@ -235,6 +238,153 @@ def _parse_slow(path: Path, rows: Iterable[list[str]], first_lineno: int, kind: 
         last=np.asarray(last, dtype=np.float64),
     )
 
+
+
+@dataclass
+class AvaCheck:
+    """What :func:`check_ava_csv` found in a box CSV: the well-formed rows and a message for each other row.
+
+    ``table`` holds the rows :func:`read_ava_table` accepts, in file order; ``lines`` their 1-based line
+    numbers; ``problems`` one ``"file:line: what"`` message per rejected line, in line order.
+    """
+
+    table: AvaTable
+    lines: np.ndarray  # (N,) int64
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+_CHECK_BATCH = 4096  # rows validated together by the reference reader; a failing batch is bisected
+_CHECK_DENSE = 64  # a bad line this close after the previous one: the next lines go to the reference reader
+_CHECK_WINDOW = 512  # ... this many of them
+_CHECK_CHUNK = 1 << 24  # bytes given to the vectorised path at once
+_CHECK_MIN_CHUNK = 1 << 16  # ... right after a bad line
+
+
+def check_ava_csv(path: str | Path, kind: Kind = "detections") -> AvaCheck:
+    """Read an AVA box CSV like :func:`read_ava_table`, but go on past malformed rows.
+
+    Each line gets the same rules and the same message as :func:`read_ava_table` gives for the first bad
+    one (column count, non-numeric field, inverted box, non-finite value), plus ``not UTF-8 text``; the
+    good rows are returned with their line numbers. Well-formed stretches take the vectorised path; a bad
+    line is checked alone by the reference reader and the vectorised path resumes after it (after many
+    bad lines, the reference reader takes windows of lines until one is clean).
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    tables: list[AvaTable] = []
+    lines: list[np.ndarray] = []
+    problems: list[str] = []
+    offset, line0 = 0, 0  # where the unread rest starts: byte offset, 0-based line index
+    chunk = _CHECK_CHUNK
+    while offset < len(raw):
+        # After a bad line the chunk starts small and doubles while clean: a file with bad lines all over
+        # does not re-read long stretches.
+        end = _after_lines(raw, offset, None, chunk)
+        head, stop_line, stop_offset = _parse_fast(raw[offset:end])
+        tables.append(head)
+        lines.append(line0 + 1 + _nonblank_lines(raw[offset:end], stop_line))
+        if stop_line is None:
+            line0 += raw.count(b"\n", offset, end)
+            offset, chunk = end, min(2 * chunk, _CHECK_CHUNK)
+            continue
+        offset, line0, chunk = offset + stop_offset, line0 + stop_line, _CHECK_MIN_CHUNK
+        # The bad line alone, or a window of lines when bad lines come close together.
+        window = 1 if stop_line >= _CHECK_DENSE else _CHECK_WINDOW
+        end = _after_lines(raw, offset, window)
+        table, good, bad = _check_lines(path, raw[offset:end], line0 + 1, kind)
+        tables.append(table)
+        lines.append(good)
+        problems += bad
+        line0 += raw.count(b"\n", offset, end)
+        offset = end
+    return AvaCheck(_concat(tables), np.concatenate(lines or [np.zeros(0, np.int64)]).astype(np.int64), problems)
+
+
+def _after_lines(raw: bytes, offset: int, count: int | None, max_bytes: int | None = None) -> int:
+    """Byte offset just after ``count`` lines from ``offset`` (or after the last whole line within
+    ``max_bytes``, at least one line); the end of ``raw`` when it comes first."""
+    if count is None:
+        if offset + max_bytes >= len(raw):
+            return len(raw)
+        last = raw.rfind(b"\n", offset, offset + max_bytes)
+        return last + 1 if last >= 0 else _after_lines(raw, offset, 1)
+    for _ in range(count):
+        newline = raw.find(b"\n", offset)
+        if newline < 0:
+            return len(raw)
+        offset = newline + 1
+    return offset
+
+
+def _nonblank_lines(raw: bytes, stop_line: int | None) -> np.ndarray:
+    """0-based indices of the lines before ``stop_line`` (all when None) that the fast path reads as rows."""
+    a = np.frombuffer(raw if raw.endswith(b"\n") or not raw else raw + b"\n", dtype=np.uint8)
+    newline_at = np.flatnonzero(a == ord("\n"))
+    line_start = np.concatenate([[0], newline_at[:-1] + 1]).astype(np.int64)
+    line_end = newline_at - ((newline_at > line_start) & (a[np.maximum(newline_at - 1, 0)] == ord("\r")))
+    rows = np.flatnonzero(line_end > line_start)
+    return rows if stop_line is None else rows[rows < stop_line]
+
+
+def _check_lines(path: Path, raw: bytes, first_lineno: int, kind: Kind) -> tuple[AvaTable, np.ndarray, list[str]]:
+    """Validate lines one by one with the reference reader: (good rows, their line numbers, problems)."""
+    numbered: list[tuple[int, list[str]]] = []
+    problems: list[str] = []
+    pieces = raw.split(b"\n")  # lines end at newlines only, as the line numbers count them
+    if raw.endswith(b"\n"):
+        pieces.pop()
+    for lineno, line in enumerate(pieces, start=first_lineno):
+        try:
+            text = line.decode("utf-8").removesuffix("\r")
+        except UnicodeDecodeError as err:
+            problems.append(f"{path}:{lineno}: not UTF-8 text ({err.reason} at byte {err.start}): {line[:80]!r}")
+            continue
+        try:
+            row = next(csv.reader([text]), [])
+        except csv.Error as err:
+            problems.append(f"{path}:{lineno}: {err}: {text.strip()!r}")
+            continue
+        if row and not (len(row) == 1 and not row[0].strip()):
+            numbered.append((lineno, row))
+    tables: list[AvaTable] = []
+    good: list[int] = []
+
+    def validate(batch: list[tuple[int, list[str]]]) -> None:
+        # One reference-reader call per batch; a batch with a bad row is split until the row stands alone.
+        # The rows of a batch need not be on consecutive lines: a row alone gets its own line number.
+        try:
+            table = _parse_slow(path, [row for _, row in batch], batch[0][0], kind)
+        except ValueError as err:
+            if len(batch) == 1:
+                problems.append(str(err))
+                return
+            validate(batch[: len(batch) // 2])
+            validate(batch[len(batch) // 2 :])
+            return
+        tables.append(table)
+        good.extend(lineno for lineno, _ in batch)
+
+    # The batch shrinks after a batch with bad rows and grows after a clean one: a file of mostly bad rows
+    # goes row by row instead of bisecting every batch.
+    i, size = 0, 64
+    while i < len(numbered):
+        before = len(problems)
+        validate(numbered[i : i + size])
+        i += size
+        size = max(1, size // 4) if len(problems) > before else min(_CHECK_BATCH, size * 2)
+    problems.sort(key=_line_of)
+    return _concat(tables), np.asarray(good, dtype=np.int64), problems
+
+
+def _line_of(message: str) -> int:
+    """The line number of a ``file:line: what`` message (messages of one file sort by line)."""
+    head = message.split(": ", 1)[0]
+    number = head.rsplit(":", 1)[-1]
+    return int(number) if number.isdigit() else 0
 
 # -- the fast path ---------------------------------------------------------------------------------
 # Bytes left to the csv module: control characters other than the line end, quotes (csv quoting) and
@@ -470,6 +620,36 @@ def read_exclusions(path: str | Path) -> set[tuple[str, int]]:
             except ValueError:
                 raise ValueError(f"{path}:{lineno}: timestamp {row[1]!r} is not a number") from None
     return keys
+
+
+def check_exclusions(path: str | Path) -> tuple[dict[tuple[str, int], int], list[str]]:
+    """Read an excluded-timestamps CSV like :func:`read_exclusions`, going on past malformed lines.
+
+    Returns ``{(video_id, second): first line}`` for the good lines and one ``"file:line: what"`` message
+    per bad line (the same rules as :func:`read_exclusions`).
+    """
+    path = Path(path)
+    keys: dict[tuple[str, int], int] = {}
+    problems: list[str] = []
+    for lineno, line in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            problems.append(f"{path}:{lineno}: not UTF-8 text ({err.reason} at byte {err.start}): {line[:80]!r}")
+            continue
+        row = next(csv.reader([text]), [])
+        if not row:
+            continue
+        if len(row) != 2:
+            problems.append(f"{path}:{lineno}: expected 'video_id,timestamp', got {','.join(row)!r}")
+            continue
+        try:
+            key = (row[0], int(float(row[1])))
+        except (ValueError, OverflowError):
+            problems.append(f"{path}:{lineno}: timestamp {row[1]!r} is not a number")
+            continue
+        keys.setdefault(key, lineno)
+    return keys, problems
 
 
 def write_exclusions(path: str | Path, keys: Iterable[tuple[str, int]]) -> None:
