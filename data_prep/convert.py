@@ -14,7 +14,7 @@ and only then writes, under ``out``::
     data.yaml                               the ``data:`` config fragment for this dataset
 
 Timestamps are seconds from each video's first frame (``time_offset: 0``; AVA's own start at 900 s).
-Frames and PySlowFast frame lists are not made here: ``actdet prep ava frames --root OUT`` and
+Frames and PySlowFast frame lists are not made here: ``actdet prep ava frames --root OUT --source videos`` and
 ``actdet prep ava lists --root OUT`` make them when a loader wants frames.
 
 Bad input is collected, not raised at the first problem: :class:`ConversionError` carries every message
@@ -750,7 +750,8 @@ def add_convert_parser(prep_sub: argparse._SubParsersAction) -> None:
             "video,frame|time,track,x1,y1,x2,y2,action...) into an AVA-format dataset: keyframe ground truth, "
             "label map, videos (symlinked), a manifest and a data.yaml config fragment. All problems are "
             "reported with their file:line (or XML track and frame) and nothing is written. Frames and "
-            "frame lists, when wanted: actdet prep ava frames --root OUT; actdet prep ava lists --root OUT."
+            "frame lists, when wanted: actdet prep ava frames --root OUT --source videos; "
+            "actdet prep ava lists --root OUT."
         ),
     )
     p.add_argument("--format", required=True, choices=["cvat", "csv"], help="annotation format")

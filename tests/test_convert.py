@@ -252,6 +252,35 @@ def test_round_trip_ava_rows_through_person_csv(tmp_path):
         assert sorted(rows_of(out / f"annotations/{split}.csv")) == sorted(originals[split])
     assert LabelMap.from_pbtxt(out / "annotations/label_map.pbtxt") == label_map
 
+    # The converted dataset loads with no code changes: its data.yaml as the config's data section, from the
+    # videos, and from frames made by the AVA steps.
+    import yaml
+
+    from detection.cli import main
+    from detection.config import DataConfig, config_from_dict
+    from detection.data import AvaDataset
+    from detection.models.action_model import InputSpec
+
+    section = yaml.safe_load((out / "data.yaml").read_text())["data"]
+    section["augment"] = {"jitter_short_side": [64, 64], "crop_size": None, "flip_prob": 0.0, "test_short_side": 64}
+    data = config_from_dict(DataConfig, section, prefix="data")
+    spec_in = InputSpec(num_frames=4, sampling_rate=2, short_side=64, size=(64, 96))
+    assert main(["prep", "ava", "frames", "--root", str(out), "--source", "videos", "--fps", "10", "--quiet"]) == 0
+    assert main(["prep", "ava", "lists", "--root", str(out), "--quiet"]) == 0
+    for source in ("videos", "frames"):
+        data.source = source
+        ds = AvaDataset(data, "train", spec_in, label_map)
+        expected = {}
+        for v, t, b, a, _ in originals["train"]:
+            expected.setdefault((v, t), set()).add((b, a))
+        assert len(ds) == len(expected)
+        for i in range(len(ds)):
+            sample = ds[i]
+            assert sample.frame_index == round(sample.timestamp * 10)  # time_offset 0
+            got = {(tuple(np.round(b.astype(np.float64), 3)), label_map.ids[c])
+                   for b, row in zip(sample.original_boxes, sample.labels, strict=True) for c in np.flatnonzero(row)}
+            assert got == expected[(sample.video_id, sample.timestamp)]
+
 
 def test_errors_are_collected_with_locations(tmp_path, video_dir):
     csv_path = write_csv(tmp_path / "bad.csv", [

@@ -38,7 +38,8 @@ def _options(args: argparse.Namespace):
 
     values: dict[str, Any] = {}
     for name in ("video_list", "base_url", "annotations_url", "names", "retries", "timeout_s", "start_s", "end_s",
-                 "naming", "fps", "quality", "allow_missing", "label_map", "time_offset", "proposals_name", "jobs"):
+                 "naming", "frames_source", "fps", "quality", "allow_missing", "label_map", "time_offset",
+                 "proposals_name", "jobs"):
         value = getattr(args, name, None)
         if value is not None:
             values[name] = value
@@ -142,6 +143,8 @@ def _add_fps(p: argparse.ArgumentParser) -> None:
 
 def _add_frames(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quality", type=int, help="JPEG quality, ffmpeg -q:v 1 (best) .. 31 (default: 1)")
+    p.add_argument("--source", dest="frames_source", metavar="FOLDER",
+                   help="folder under ROOT holding the videos (default: videos_15min; converted datasets: videos)")
 
 
 def _add_lists(p: argparse.ArgumentParser) -> None:

@@ -63,6 +63,7 @@ class PrepOptions:
     end_s: float = 1800.0
     # frames
     naming: str = "pyslowfast"
+    frames_source: str = "videos_15min"  # the folder of videos the frames come from (converted datasets: videos)
     fps: float = 30.0
     quality: int = 1
     # lists
@@ -96,7 +97,7 @@ def step_options(step: str, options: PrepOptions) -> dict[str, Any]:
     if step == "cut":
         return {"start_s": o.start_s, "end_s": o.end_s, "names": o.names}
     if step == "frames":
-        return {"naming": o.naming, "fps": o.fps, "quality": o.quality, "names": o.names}
+        return {"naming": o.naming, "fps": o.fps, "quality": o.quality, "names": o.names, "source": o.frames_source}
     if step == "lists":
         return {"naming": o.naming, "allow_missing": o.allow_missing}
     if step == "annotations":
@@ -149,7 +150,7 @@ def _run(root: Path, step: str, o: PrepOptions) -> StepReport:
         from data_prep.ava.frames import extract_frames
 
         return extract_frames(root, naming=o.naming, fps=o.fps, quality=o.quality, names=o.names,
-                              progress=o.progress, **_jobs(o))
+                              source_dir=o.frames_source, progress=o.progress, **_jobs(o))
     if step == "lists":
         from data_prep.ava.lists import write_frame_lists
 
