@@ -431,6 +431,23 @@ class Tube:
         self.track_id = int(self.track_id)
         self.score = float(self.score)
 
+    @classmethod
+    def unchecked(
+        cls, video_id: str, label: int, track_id: int, frames: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+        score: float,
+    ) -> Tube:
+        """A tube from values already in the form the constructor gives them, without checking them.
+
+        For code that builds many tubes from arrays it made itself (the tube linker): ``frames`` (L,)
+        C-contiguous int64, strictly increasing, L >= 1; ``boxes`` (L, 4) C-contiguous float32, finite,
+        ``x1 <= x2`` and ``y1 <= y2``; ``scores`` (L,) C-contiguous float32, finite; ``score`` a finite
+        float; ``label`` and ``track_id`` ints. Anything else must go through the checking constructor.
+        """
+        tube = cls.__new__(cls)
+        tube.video_id, tube.label, tube.track_id, tube.score = video_id, label, track_id, score
+        tube.frames, tube.boxes, tube.scores = frames, boxes, scores
+        return tube
+
     def __len__(self) -> int:
         return len(self.frames)
 

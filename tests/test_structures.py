@@ -185,3 +185,14 @@ def test_tube_contiguity_and_validation():
         Tube("v", 12, 3, [5, 6, 7, 8], boxes[:3], np.ones(4), 0.9)
     with pytest.raises(ValueError, match="at least one frame"):
         Tube("v", 12, 3, [], np.zeros((0, 4)), np.zeros(0), 0.9)
+
+
+def test_unchecked_tube_equals_checked():
+    frames, boxes = np.arange(5, 9), np.tile(np.float32([[0.1, 0.1, 0.3, 0.6]]), (4, 1))
+    checked = Tube("v", 12, 3, frames, boxes, np.ones(4, np.float32), 0.9)
+    unchecked = Tube.unchecked("v", 12, 3, frames, boxes, np.ones(4, np.float32), 0.9)
+    assert (unchecked.video_id, unchecked.label, unchecked.track_id, unchecked.score) == ("v", 12, 3, 0.9)
+    for name in ("frames", "boxes", "scores"):
+        a, b = getattr(checked, name), getattr(unchecked, name)
+        assert a.dtype == b.dtype and a.flags.c_contiguous and b.flags.c_contiguous
+        np.testing.assert_array_equal(a, b)

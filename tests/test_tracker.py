@@ -125,6 +125,10 @@ def test_interpolate_at():
     np.testing.assert_allclose(out[30 - 8], [1.0, 1, 2, 2])
     np.testing.assert_allclose(out[-1], values[2])
     assert interpolate_at(key[:1], values[:1], np.arange(3)).shape == (3, 4)
+    # Integer frames are not converted, float and unsigned ones are: the same values either way.
+    frames = np.arange(8, 43)
+    np.testing.assert_array_equal(interpolate_at(key.astype(float), values, frames.astype(float)), out)
+    np.testing.assert_array_equal(interpolate_at(key.astype(np.uint32), values, frames.astype(np.uint32)), out)
 
 
 def test_given_tracks_and_order_errors():

@@ -51,7 +51,8 @@ def _check(threshold: float, switch_penalty: float) -> None:
 
 def _evidence(scores: np.ndarray, logit_threshold: float) -> np.ndarray:
     """``cost(1) - cost(0)`` per score: ``logit(threshold) - logit(p)`` (negative favours the action)."""
-    p = np.maximum(scores, _EPS, dtype=np.float64)  # np.clip costs several times more at these sizes
+    p = np.asarray(scores, dtype=np.float64)
+    p = np.maximum(p, _EPS)  # np.clip costs several times more at these sizes
     np.minimum(p, 1.0 - _EPS, out=p)
     odds = np.subtract(1.0, p)
     np.divide(p, odds, out=odds)
@@ -59,19 +60,20 @@ def _evidence(scores: np.ndarray, logit_threshold: float) -> np.ndarray:
     return np.subtract(logit_threshold, odds, out=odds)
 
 
-def _forward(diff: np.ndarray, evidence: np.ndarray, penalty: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _forward(diff: np.ndarray, evidence: np.ndarray, penalty: float, switched: np.ndarray) -> np.ndarray:
     """One Viterbi step on ``diff`` = cost(1) - cost(0) of the two survivors (a 2-state trellis needs no more).
 
     The survivor into 0 switches from 1 when ``diff < -penalty``, the survivor into 1 from 0 when
     ``diff > penalty`` (strictly: ties stay); either way the new difference is
-    ``clip(diff, -penalty, penalty) + evidence``. Returns (new diff, switched into 0, switched into 1).
-    ``diff`` is overwritten.
+    ``clip(diff, -penalty, penalty) + evidence``. Writes whether they switch into ``switched[0]`` (into
+    0) and ``switched[1]`` (into 1), bool arrays shaped like ``diff``; returns the new diff, in place.
     """
-    into0, into1 = diff < -penalty, diff > penalty
+    np.less(diff, -penalty, out=switched[0])
+    np.greater(diff, penalty, out=switched[1])
     np.maximum(diff, -penalty, out=diff)
     np.minimum(diff, penalty, out=diff)
     diff += evidence
-    return diff, into0, into1
+    return diff
 
 
 def viterbi_offline(scores: np.ndarray, threshold: float = 0.5, switch_penalty: float = 1.0) -> np.ndarray:
@@ -88,7 +90,7 @@ def viterbi_offline(scores: np.ndarray, threshold: float = 0.5, switch_penalty: 
     switched = np.zeros((num, 2, num_classes), dtype=bool)  # [t, into state s, class]
     diff = evidence[0].copy()
     for t in range(1, num):
-        diff, switched[t, 0], switched[t, 1] = _forward(diff, evidence[t], switch_penalty)
+        diff = _forward(diff, evidence[t], switch_penalty, switched[t])
     cols = np.arange(num_classes)
     state = (diff < 0).astype(np.int64)  # ties: 0, as the online decoder
     for t in range(num - 1, -1, -1):
@@ -114,11 +116,10 @@ class FixedLagViterbi:
         self.num_classes, self.threshold, self.switch_penalty, self.lag = num_classes, threshold, switch_penalty, lag
         self._logit = float(np.log(threshold / (1.0 - threshold)))
         self._diff = np.zeros((capacity, num_classes))  # cost(1) - cost(0) of the two survivors
-        # The survivors into 0 and into 1: bit j is their state j keyframes ago.
-        self._path0 = np.zeros((capacity, num_classes), dtype=np.uint64)
-        self._path1 = np.zeros((capacity, num_classes), dtype=np.uint64)
+        # [s, slot]: the survivor into state s, bit j is its state j keyframes ago.
+        self._paths = np.zeros((2, capacity, num_classes), dtype=np.uint64)
         self._count = np.zeros(capacity, dtype=np.int64)
-        self._bit = np.uint64(lag)
+        self._decided_bit = np.uint64(1 << lag)
         self._one = np.uint64(1)
         self._fresh: set[int] = set()  # started slots that have no keyframe yet
 
@@ -128,12 +129,16 @@ class FixedLagViterbi:
 
     def grow(self, capacity: int) -> None:
         """Make room for slots ``0 .. capacity - 1``."""
-        for name in ("_diff", "_path0", "_path1", "_count"):
+        if capacity <= self.capacity:
+            return
+        for name in ("_diff", "_count"):
             old = getattr(self, name)
-            if len(old) < capacity:
-                new = np.zeros((capacity,) + old.shape[1:], old.dtype)
-                new[: len(old)] = old
-                setattr(self, name, new)
+            new = np.zeros((capacity,) + old.shape[1:], old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
+        paths = np.zeros((2, capacity, self.num_classes), np.uint64)
+        paths[:, : self._paths.shape[1]] = self._paths
+        self._paths = paths
 
     def count(self, slot: int) -> int:
         """Keyframes added to ``slot`` since it started."""
@@ -146,7 +151,7 @@ class FixedLagViterbi:
         self._count[slot] = 0
         self._fresh.add(slot)
         self._diff[slot] = 0.0
-        self._path0[slot] = self._path1[slot] = 0
+        self._paths[:, slot] = 0
 
     def step(self, slots: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Add keyframe scores (n, C) to distinct ``slots`` (n,).
@@ -156,34 +161,32 @@ class FixedLagViterbi:
         """
         evidence = _evidence(scores, self._logit)
         count = self._count[slots]
-        diff, into0, into1 = _forward(self._diff[slots], evidence, self.switch_penalty)
-        if self._fresh:  # some slots get their first keyframe: no predecessor, no penalty
-            fresh = count == 0
-            diff[fresh] = evidence[fresh]
-            into0[fresh] = into1[fresh] = False
-            self._fresh -= set(slots[fresh].tolist())
-        # Survivor into s: the path it came from (s itself, or the other state), shifted, with s in bit 0.
-        p0, p1 = self._path0[slots], self._path1[slots]
-        new0 = np.where(into0, p1, p0)
-        new0 <<= self._one
-        new1 = np.where(into1, p0, p1)
-        new1 <<= self._one
-        new1 |= self._one
-        self._diff[slots] = diff
-        self._path0[slots] = new0
-        self._path1[slots] = new1
         count += 1
         self._count[slots] = count
-        if count.max(initial=0) <= self.lag:
-            return count[:0], count[:0], np.zeros((0, self.num_classes), dtype=bool)
+        # ndarray.take: fancy indexing costs more at these sizes
+        paths = self._paths.take(slots, axis=1)  # (2, n, C)
+        switched = np.empty(paths.shape, dtype=bool)
+        diff = _forward(self._diff.take(slots, axis=0), evidence, self.switch_penalty, switched)
+        if self._fresh:  # some slots get their first keyframe: no predecessor, no penalty
+            fresh = count == 1
+            diff[fresh] = evidence[fresh]
+            switched[:, fresh] = False
+            self._fresh -= set(slots[fresh].tolist())
+        # Survivor into s: the path it came from (s itself, or the other state), shifted, with s in bit 0.
+        paths = np.where(switched, paths[::-1], paths)
+        paths <<= self._one
+        paths[1] |= self._one
+        self._diff[slots] = diff
+        self._paths[:, slots] = paths
         rows = (count > self.lag).nonzero()[0]
+        if not len(rows):
+            return rows, rows, np.zeros((0, self.num_classes), dtype=bool)
         if len(rows) < len(slots):
-            diff, new0, new1 = diff[rows], new0[rows], new1[rows]
+            diff, paths, count = diff.take(rows, axis=0), paths.take(rows, axis=1), count[rows]
         # The survivor that is best now (state 1 iff its cost is lower; ties: 0 as offline), bit ``lag``.
-        chosen = np.where(diff < 0, new1, new0)
-        chosen >>= self._bit
-        chosen &= self._one
-        return rows, count[rows] - 1 - self.lag, chosen.astype(bool)
+        chosen = np.where(diff < 0, paths[1], paths[0])
+        chosen &= self._decided_bit
+        return rows, count - (self.lag + 1), chosen.astype(bool)
 
     def flush(self, slot: int) -> tuple[int, np.ndarray]:
         """End ``slot``'s series: (first undecided index, labels (k, C) of keyframes index .. count - 1)."""
@@ -191,7 +194,7 @@ class FixedLagViterbi:
         k = min(count, self.lag)
         if k == 0:
             return count, np.zeros((0, self.num_classes), dtype=bool)
-        chosen = np.where(self._diff[slot] < 0, self._path1[slot], self._path0[slot])
+        chosen = np.where(self._diff[slot] < 0, self._paths[1, slot], self._paths[0, slot])
         shifts = np.arange(k - 1, -1, -1, dtype=np.uint64)  # oldest undecided first
         labels = ((chosen[None, :] >> shifts[:, None]) & np.uint64(1)).astype(bool)
         self._count[slot] = 0

@@ -182,6 +182,7 @@ class TubeLinker:
         self._traced = np.zeros(s, np.int64)  # keyframes of trajectory handed out (keep_tracks)
         self._room = 0  # observations that surely fit in every slot's window before the next check
         self._track = np.full(s, -1, np.int64)  # track id per slot, -1 when free
+        self._all_rows = np.arange(s)  # rows 0, 1, ... of a keyframe whose boxes are all on tracks
         self._slot_of: dict[int, int] = {}
         self._free = list(range(s - 1, -1, -1))
         self._recent: deque[tuple[int, KeyframeDetections, np.ndarray]] = deque()  # (step, keyframe, ids)
@@ -228,6 +229,7 @@ class TubeLinker:
             grown = np.full((new,) + arr.shape[1:], fill, arr.dtype)
             grown[:old] = arr
             setattr(self, name, grown)
+        self._all_rows = np.arange(new)
         if self._labeller is not None:
             self._labeller.grow(new)
         self._free.extend(range(new - 1, old - 1, -1))
@@ -301,18 +303,18 @@ class TubeLinker:
         for tid in step.retired:
             self._retire(tid)
         ids = step.track_ids
-        self._recent.append((step.step, kf, ids.copy()))
+        self._recent.append((step.step, kf, ids))  # the tracker made ids for this step alone
         for tid, history in step.confirmed:
             slot = self._allocate(tid)
             for s, row in history:
                 _, old_kf, old_ids = next(item for item in self._recent if item[0] == s)
                 old_ids[row] = tid
                 self._observe(np.array([slot]), old_kf, np.array([row]))
-        rows = (ids >= 0).nonzero()[0]
-        if len(rows):
-            slot_of = self._slot_of
-            slots = np.array([slot_of[t] for t in ids[rows].tolist()], np.int64)
-            self._observe(slots, kf, rows)
+        slot_of = self._slot_of
+        slots = [slot_of[t] for t in ids.tolist() if t >= 0]
+        if slots:
+            rows = self._all_rows[: len(ids)] if len(slots) == len(ids) else (ids >= 0).nonzero()[0]
+            self._observe(np.array(slots, np.int64), kf, rows)
         self._release_recent(oldest)
         return self._drain(kf.frame_index, oldest)
 
@@ -342,13 +344,13 @@ class TubeLinker:
                 self._grow_ring()
             # Each slot gains at most one keyframe per call: no check needed until the fullest one could fill.
             self._room = self._ring() - 1 - int((self._count[live] - self._head[live]).max(initial=0))
-        r = self._ring()
         count = self._count[slots]
-        pos = count % r
+        pos = count & (self._ring() - 1)  # count % ring length, a power of two
         if len(rows) == len(kf):  # every box is on a track (rows are sorted and distinct): no gathers
             boxes, pscores, scores = kf.boxes, kf.person_scores, kf.action_scores
         else:
-            boxes, pscores, scores = kf.boxes[rows], kf.person_scores[rows], kf.action_scores[rows]
+            boxes, scores = kf.boxes.take(rows, axis=0), kf.action_scores.take(rows, axis=0)
+            pscores = kf.person_scores[rows]
         self._frame[slots, pos] = kf.frame_index
         self._box[slots, pos] = boxes
         self._pscore[slots, pos] = pscores
@@ -364,11 +366,12 @@ class TubeLinker:
 
     def _decide(self, slots: np.ndarray, index: np.ndarray, labels: np.ndarray) -> None:
         """Final labels (k, C) of keyframe ``index`` (k,) of each slot; closes and opens action runs."""
-        change = labels != self._label[slots]
-        self._label[slots] = labels
+        change = labels != self._label.take(slots, axis=0)
         self._decided[slots] = index + 1
-        if change.any():
-            for i, c in zip(*np.nonzero(change), strict=True):
+        changed = change.nonzero()
+        if len(changed[0]):
+            self._label[slots] = labels
+            for i, c in zip(*changed, strict=True):
                 s = int(slots[i])
                 if labels[i, c]:
                     self._open[s, c] = index[i]
@@ -405,13 +408,12 @@ class TubeLinker:
     # -- tubes and trajectories out ----------------------------------------------------------------
     def _positions(self, first: int, last: int) -> np.ndarray:
         """Ring positions of a slot's keyframes ``first .. last`` (inclusive)."""
-        return np.arange(first, last + 1) % self._ring()
+        return np.arange(first, last + 1) & (self._ring() - 1)  # % ring length, a power of two
 
     def _emit(self, slot: int, c: int, first: int, last: int) -> None:
         """The tube of class column ``c`` over keyframes ``first .. last`` (inclusive) of ``slot``."""
         pos = self._positions(first, last)
-        key_frames = self._frame[slot, pos]
-        key_scores = self._ascore[slot, pos, c]
+        key_frames = self._frame[slot].take(pos)
         ext = (self._stride or 0) // 2 if self.config.extend else 0
         start = max(int(key_frames[0]) - ext, 0)
         end = int(key_frames[-1]) + ext
@@ -422,16 +424,14 @@ class TubeLinker:
             return
         frames = np.arange(start, end + 1)
         # Boxes and scores interpolated together: one (K, 5) array.
-        keys = np.concatenate([self._box[slot, pos], key_scores[:, None]], axis=1)
+        keys = np.empty((len(pos), 5), np.float32)
+        keys[:, :4] = self._box[slot].take(pos, axis=0)
+        keys[:, 4] = self._ascore[slot, :, c].take(pos)
         values = interpolate_at(key_frames, keys, frames)
-        tube = Tube(
-            video_id=self._video,
-            label=int(self._label_ids[c]),
-            track_id=int(self._track[slot]),
-            frames=frames,
-            boxes=values[:, :4],
-            scores=values[:, 4],
-            score=tube_score(key_scores, self.config.tube_score),
+        # Arrays made here, in the form Tube's constructor would give them: no need to check them again.
+        tube = Tube.unchecked(
+            self._video, int(self._label_ids[c]), int(self._track[slot]), frames,
+            np.ascontiguousarray(values[:, :4]), values[:, 4].copy(), tube_score(keys[:, 4], self.config.tube_score),
         )
         if self.config.nms_iou is None:
             self._out.append(tube)

@@ -120,30 +120,30 @@ def buffered_iou(track_boxes: np.ndarray, boxes: np.ndarray, margins: np.ndarray
     """
     t = np.asarray(track_boxes, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    # Every operand laid out once as a contiguous (T, N) plane: numpy's broadcasting costs more than the
-    # arithmetic at these sizes.
-    p = np.empty((10, len(t), len(b)))
-    p[0:4] = t.T[:, :, None]
-    p[4:8] = b.T[:, None, :]
-    p[8:10] = 2.0 * np.asarray(margins, dtype=np.float64).T[:, :, None]
-    tx1, ty1, tx2, ty2, bx1, by1, bx2, by2, mx, my = p
+    return _buffered_iou(t, b, 2.0 * np.asarray(margins, dtype=np.float64).reshape(-1, 2))
+
+
+def _buffered_iou(t: np.ndarray, b: np.ndarray, widen: np.ndarray) -> np.ndarray:
+    """:func:`buffered_iou` of float64 boxes ``t`` (T, 4), ``b`` (N, 4), with ``widen`` (T, 2) = 2 × margins."""
+    nt, nb = len(t), len(b)
+    # Every operand laid out once as contiguous (x, y) × (T, N) planes: numpy's broadcasting costs more
+    # than the arithmetic at these sizes, and x and y go through each operation together.
+    p = np.empty((5, 2, nt, nb))
+    p[0:2] = t.reshape(nt, 2, 2).transpose(1, 2, 0)[..., None]  # (x1, y1), (x2, y2) of the tracks
+    p[2:4] = b.reshape(nb, 2, 2).transpose(1, 2, 0)[:, :, None, :]  # and of the boxes
+    p[4] = widen.T[:, :, None]
+    t_lo, t_hi, b_lo, b_hi, m = p
     # When both boxes grow by m on each side, their overlap grows by 2m per axis (if it stays positive).
-    w = np.minimum(tx2, bx2)
-    w -= np.maximum(tx1, bx1)
-    w += mx
-    np.maximum(w, 0.0, out=w)
-    h = np.minimum(ty2, by2)
-    h -= np.maximum(ty1, by1)
-    h += my
-    np.maximum(h, 0.0, out=h)
-    inter = np.multiply(w, h, out=w)
-    for x1, y1, x2, y2 in ((tx1, ty1, tx2, ty2), (bx1, by1, bx2, by2)):  # widened areas, in place
-        x2 -= x1
-        x2 += mx
-        y2 -= y1
-        y2 += my
-        x2 *= y2
-    union = np.add(tx2, bx2, out=tx2)
+    overlap = np.minimum(t_hi, b_hi)
+    overlap -= np.maximum(t_lo, b_lo)
+    overlap += m
+    np.maximum(overlap, 0.0, out=overlap)
+    inter = np.multiply(overlap[0], overlap[1], out=overlap[0])
+    for lo, hi in ((t_lo, t_hi), (b_lo, b_hi)):  # widened sizes, in place
+        hi -= lo
+        hi += m
+    union = np.multiply(t_hi[0], t_hi[1], out=t_hi[0])
+    union += np.multiply(b_hi[0], b_hi[1], out=b_hi[0])
     union -= inter
     np.maximum(union, 1e-300, out=union)  # a zero union has a zero overlap: IoU 0, no division by zero
     return np.divide(inter, union, out=inter)
@@ -155,33 +155,38 @@ def interpolate_at(key_frames: np.ndarray, key_values: np.ndarray, frames: np.nd
     key_frames: (K,) strictly increasing; key_values: (K, ...). Frames before the first / after the last
     keyframe get the first / last value (no extrapolation). Returns float32 (L, ...).
     """
-    kf = np.asarray(key_frames, dtype=np.float64)
-    kv = np.asarray(key_values)
-    frames = np.asarray(frames, dtype=np.float64)
+    kf, kv, frames = np.asarray(key_frames), np.asarray(key_values), np.asarray(frames)
+    if kf.dtype.kind not in "if" or frames.dtype.kind not in "if":  # signed integers stay as they are
+        kf, frames = kf.astype(np.float64), frames.astype(np.float64)
     if len(kf) == 1:
         return np.repeat(kv[:1], len(frames), axis=0).astype(np.float32)
-    i = np.searchsorted(kf, frames, side="right")
-    i -= 1
-    np.maximum(i, 0, out=i)  # np.clip costs several times more at these sizes
-    np.minimum(i, len(kf) - 2, out=i)
-    lo, hi = kf[i], kf[i + 1]
-    w = np.subtract(frames, lo)
-    w /= hi - lo
-    np.maximum(w, 0.0, out=w)
+    # The segment [kf[i], kf[i + 1]] of each frame, i in [0, K - 2]: the inner keyframes at or before it.
+    i = np.searchsorted(kf[1:-1], frames, side="right")
+    lo = kf.take(i)
+    i1 = i + 1
+    w = np.subtract(frames, lo) / np.subtract(kf.take(i1), lo)
+    np.maximum(w, 0.0, out=w)  # np.clip costs several times more at these sizes
     np.minimum(w, 1.0, out=w)
-    a = kv[i]
-    b = kv[i + 1]
+    a = kv.take(i, axis=0)  # ndarray.take: fancy indexing costs more at these sizes
+    b = kv.take(i1, axis=0)
     b -= a
     b *= w.reshape(w.shape + (1,) * (kv.ndim - 1))
     b += a
     return b.astype(np.float32, copy=False)
 
 
-# The per-track state: position and velocity of cx, cy, w, h, and each coordinate's 2x2 covariance.
-_STATE = ("_pos", "_vel", "_pp", "_pv", "_vv")
+# The Kalman state, (5, n, 4) for n tracks: the velocity and the position of cx, cy, w, h, then each
+# coordinate's 2x2 covariance (position variance pp, position-velocity covariance pv, velocity variance
+# vv). Block-major, and exactly as long as the live tracks: every block is one contiguous (n, 4) array,
+# consecutive blocks one (k, n, 4) array, and a gather or a scatter of tracks is one call. Numpy's calls
+# cost more than their arithmetic at these sizes, and least on contiguous operands of the same shape.
+_VEL, _POS, _PP, _PV, _VV = range(5)
+_HEIGHT4 = np.array([3, 3, 3, 3])  # the box's height, for each coordinate
+_MIN_POS = np.array([-np.inf, -np.inf, _MIN_SIZE, _MIN_SIZE])
 # Box conversions as matrix products (one numpy call instead of four slice operations).
 _XYXY_TO_CXCYWH = np.array([[0.5, 0, -1, 0], [0, 0.5, 0, -1], [0.5, 0, 1, 0], [0, 0.5, 0, 1]])
 _CXCYWH_TO_XYXY = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5]])
+_WHWH = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 1, 0, 1]], dtype=np.float64)  # -> w, h, w, h
 
 
 class OnlineTracker:
@@ -201,17 +206,15 @@ class OnlineTracker:
         shape = np.array([1.0, 1.0, _SIZE_FACTOR**2, _SIZE_FACTOR**2])  # size changes slower than position
         self._q_shape = self.config.motion_noise**2 * shape  # × height² = acceleration spectral density
         self._v_shape = self.config.velocity_prior**2 * shape  # × height² = a new track's velocity variance
+        self._box_noise = self.config.box_noise * _WHWH  # cx, cy, w, h -> the measurement's standard deviations
         self.reset()
 
     def reset(self) -> None:
         """Forget every track; ids start again at 1."""
-        cap = 16
-        self._n = 0
-        for name in _STATE:  # (cap, 4) each, contiguous: the hot loop works on [:n] views
-            setattr(self, name, np.zeros((cap, 4)))
-        self._time = np.zeros(cap)  # time of the last match, seconds
-        self._hits = np.zeros(cap, dtype=np.int64)
-        self._ids = np.full(cap, -1, dtype=np.int64)  # public id, -1 while tentative
+        self._x = np.zeros((5, 0, 4))  # Kalman state (see _VEL ... _VV)
+        self._time = np.zeros((0, 4))  # time of the last match, seconds (repeated for each coordinate)
+        self._hits = np.zeros(0, dtype=np.int64)
+        self._ids = np.zeros(0, dtype=np.int64)  # public id, -1 while tentative
         self._history: list[list[tuple[int, int]]] = []  # per track: (step, row) while tentative
         self._num_tentative = 0
         self._next_id = 1
@@ -222,13 +225,12 @@ class OnlineTracker:
     @property
     def num_tracks(self) -> int:
         """Live tracks, tentative ones included."""
-        return self._n
+        return len(self._ids)
 
     @property
     def track_ids(self) -> np.ndarray:
         """Ids of the live confirmed tracks."""
-        ids = self._ids[: self._n]
-        return ids[ids >= 0].copy()
+        return self._ids[self._ids >= 0]
 
     def oldest_tentative_step(self) -> int | None:
         """The earliest keyframe step a tentative track still holds (its ids may change), or None."""
@@ -236,107 +238,89 @@ class OnlineTracker:
             return None
         return min(h[0][0] for h in self._history if h)
 
-    def _grow(self) -> None:
-        cap = 2 * len(self._time)
-        for name in (*_STATE, "_time", "_hits", "_ids"):
-            old = getattr(self, name)
-            new = np.zeros((cap,) + old.shape[1:], old.dtype)
-            new[: len(old)] = old
-            setattr(self, name, new)
-
     def _remove(self, keep: np.ndarray) -> None:
-        """Keep the live tracks flagged in ``keep`` (n,), compacted in their order."""
-        idx = np.flatnonzero(keep)
-        m = len(idx)
-        for name in (*_STATE, "_time", "_hits", "_ids"):
-            arr = getattr(self, name)
-            arr[:m] = arr[idx]
+        """Keep the live tracks flagged in ``keep`` (n,), in their order."""
+        idx = keep.nonzero()[0]
+        self._x, self._time, self._hits, self._ids = self._x[:, idx], self._time[idx], self._hits[idx], self._ids[idx]
         self._history = [self._history[i] for i in idx.tolist()]
         self._num_tentative = sum(1 for h in self._history if h)
-        self._n = m
 
     # -- the Kalman filter -------------------------------------------------------------------------
-    def _predict(self, t: float) -> tuple[np.ndarray, ...]:
-        """The live tracks' state predicted at time ``t``: (pos, pp, pv, vv), each (n, 4)."""
-        n = self._n
-        pos, vel, pp, pv, vv = self._pos[:n], self._vel[:n], self._pp[:n], self._pv[:n], self._vv[:n]
-        dt = (t - self._time[:n])[:, None]
-        qdt = pos[:, 3:4] ** 2 * dt * self._q_shape  # white-noise acceleration over dt
-        vv_dt = vv + qdt / 3.0
-        pp_p = pp + dt * (2.0 * pv + dt * vv_dt)
-        pv_p = pv + dt * (vv + qdt / 2.0)
-        vv_p = vv + qdt
-        pos_p = pos + vel * dt
-        np.maximum(pos_p[:, 2:], _MIN_SIZE, out=pos_p[:, 2:])
-        return pos_p, pp_p, pv_p, vv_p
+    def _predict(self, t: float) -> np.ndarray:
+        """The live tracks' states (5, n, 4) predicted at time ``t`` (their own states are left as they are)."""
+        vel, pos, pp, pv, vv = x = self._x
+        dt = np.subtract(t, self._time)  # (n, 4)
+        qdt = pos.take(_HEIGHT4, axis=1)
+        qdt *= qdt
+        qdt *= dt
+        qdt *= self._q_shape  # white-noise acceleration over dt
+        pred = np.empty_like(x)
+        pred[_VEL] = vel
+        p = pred[_POS]
+        np.multiply(vel, dt, out=p)
+        p += pos
+        np.maximum(p, _MIN_POS, out=p)  # sizes at least _MIN_SIZE
+        rate = qdt / 3.0  # pp += dt (2 pv + dt (vv + qdt / 3))
+        rate += vv
+        rate *= dt
+        rate += 2.0 * pv
+        rate *= dt
+        np.add(pp, rate, out=pred[_PP])
+        rate = qdt / 2.0  # pv += dt (vv + qdt / 2)
+        rate += vv
+        rate *= dt
+        np.add(pv, rate, out=pred[_PV])
+        np.add(vv, qdt, out=pred[_VV])
+        return pred
 
-    def _correct(self, rows: np.ndarray, z: np.ndarray, pred: tuple[np.ndarray, ...], t: float) -> None:
-        """Kalman update of tracks ``rows`` with measurements ``z`` (k, 4) in cx, cy, w, h."""
-        n = self._n
-        if len(rows) == n:  # every track matched (the usual case on dense keyframes): whole views, no gathers
-            order = np.argsort(rows)
-            z = z[order]
-            pos, pp, pv, vv = pred
-            rows = slice(0, n)
-        else:
-            pos, pp, pv, vv = pred[0][rows], pred[1][rows], pred[2][rows], pred[3][rows]
-        size = self.config.box_noise * pos[:, 2:]
-        size *= size
-        r = np.concatenate([size, size], axis=1)  # measurement variance: box_noise × (w, h, w, h)
-        innovation = z - pos
+    @staticmethod
+    def _correct(x: np.ndarray, z: np.ndarray, r: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """Kalman update, in place, of predicted states ``x`` (5, k, 4) with measurements ``z`` (k, 4) in
+        cx, cy, w, h, their variances ``r`` (k, 4) and the innovation variances ``s`` = pp + r (k, 4)."""
+        innovation = z - x[_POS]
         # A measurement far outside what the motion model predicted (more than 3 sigma) means the person
         # changed course: scale the prediction's covariance up so that the filter follows at once.
-        scale = innovation**2 / (pp + r)
+        scale = innovation * innovation
+        scale /= s
         scale *= 1.0 / 9.0
         np.maximum(scale, 1.0, out=scale)
-        pp, pv, vv = pp * scale, pv * scale, vv * scale
-        s = pp + r
-        gain_p = pp / s
-        gain_v = np.divide(pv, s, out=s)
-        self._pos[rows] = pos + gain_p * innovation
-        self._vel[rows] += gain_v * innovation
-        keep = np.subtract(1.0, gain_p, out=gain_p)
-        self._pp[rows] = keep * pp
-        self._vv[rows] = vv - gain_v * pv
-        self._pv[rows] = keep * pv
-        self._time[rows] = t
+        cov = x[_PP : _VV + 1]  # pp, pv, vv
+        cov *= scale
+        s = cov[0] + r
+        gain = cov[0:2] / s  # of pos and of vel
+        x[_VEL : _POS + 1] += gain[::-1] * innovation
+        cov[2] -= gain[1] * cov[1]  # vv, from pv before its update
+        cov[0:2] *= 1.0 - gain[0]  # pp, pv
+        return x
 
     def _start(self, z: np.ndarray, t: float, step: int, rows: np.ndarray) -> None:
         """New tentative tracks from measurements ``z`` (k, 4) of boxes ``rows``."""
         k = len(z)
-        while self._n + k > len(self._time):
-            self._grow()
-        new = slice(self._n, self._n + k)
         size = np.maximum(z[:, [2, 3, 2, 3]], _MIN_SIZE)
-        self._pos[new] = z
-        self._vel[new] = 0.0
-        self._pp[new] = (self.config.box_noise * size) ** 2
-        self._pv[new] = 0.0
-        self._vv[new] = size[:, 1:2] ** 2 * self._v_shape
-        self._time[new] = t
-        self._hits[new] = 1
-        self._ids[new] = -1
+        x = np.zeros((5, k, 4))  # zero velocity, zero position-velocity covariance
+        x[_POS] = z
+        x[_PP] = (self.config.box_noise * size) ** 2
+        x[_VV] = size[:, 1:2] ** 2 * self._v_shape
+        self._x = np.concatenate([self._x, x], axis=1)
+        self._time = np.concatenate([self._time, np.full((k, 4), t)])
+        self._hits = np.concatenate([self._hits, np.ones(k, np.int64)])
+        self._ids = np.concatenate([self._ids, np.full(k, -1, np.int64)])
         self._history += [[(step, int(r))] for r in rows.tolist()]
         self._num_tentative += k
-        self._n += k
 
     # -- association -------------------------------------------------------------------------------
-    def _match(self, iou: np.ndarray, tracks: np.ndarray | None, dets: np.ndarray | None, min_iou: float
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Optimal (track, box) pairs among ``tracks`` × ``dets`` (None: all) with IoU >= ``min_iou``."""
-        sub = iou if tracks is None else iou[tracks]
-        if dets is not None:
-            sub = sub[:, dets]
-        if sub.size == 0:
+    def _match(self, iou: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
+        """Optimal (row, column) pairs of ``iou`` with IoU >= ``min_iou``."""
+        if iou.size == 0:
             empty = np.zeros(0, np.int64)
             return empty, empty
-        cost = np.subtract(1.0, sub)
-        np.putmask(cost, sub < min_iou, _INVALID)
+        cost = np.subtract(1.0, iou)
+        np.putmask(cost, iou < min_iou, _INVALID)
         ti, di = self._assign(cost)
-        ok = cost[ti, di] < _INVALID
-        if not ok.all():
+        ok = (cost[ti, di] < _INVALID).nonzero()[0]
+        if len(ok) < len(ti):
             ti, di = ti[ok], di[ok]
-        return (ti if tracks is None else tracks[ti]), (di if dets is None else dets[di])
+        return ti, di
 
     def update(self, time_s: float, boxes: np.ndarray, scores: np.ndarray) -> TrackerStep:
         """Associate one keyframe's boxes (N, 4) normalized xyxy with detector scores (N,) at ``time_s``.
@@ -351,51 +335,70 @@ class OnlineTracker:
         cfg, step = self.config, self._step
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-        out = TrackerStep(step, np.full(len(boxes), -1, dtype=np.int64))
+        num = len(boxes)
+        out = TrackerStep(step, np.empty(num, dtype=np.int64))
+        out.track_ids.fill(-1)
 
-        n = self._n
+        n = len(self._ids)
         if n:
-            gone = self._time[:n] < t - cfg.max_gap_s - _TIME_EPS
-            if gone.any():
-                out.retired = [int(i) for i in self._ids[:n][gone] if i >= 0]
+            gone = self._time[:, 0] < t - cfg.max_gap_s - _TIME_EPS
+            if len(gone.nonzero()[0]):  # .nonzero() costs less than .any() at these sizes
+                out.retired = [int(i) for i in self._ids[gone] if i >= 0]
                 self._remove(~gone)
-                n = self._n
+                n = len(self._ids)
 
         z = boxes @ _XYXY_TO_CXCYWH
         is_high = scores >= cfg.high_score
-        all_high = bool(is_high.all())
-        taken = np.zeros(len(boxes), dtype=bool)
+        taken = np.zeros(num, dtype=bool)  # boxes on a track
         tentative = self._num_tentative > 0
-        if n and len(boxes):
-            pred = self._predict(t)
-            pos_p, pp_p = pred[0], pred[1]
-            # The innovation's standard deviation of the centre: how far off the prediction may be.
-            margins = np.sqrt(pp_p[:, :2] + (cfg.box_noise * pos_p[:, 2:]) ** 2)
-            margins *= cfg.buffer_sigmas
-            iou = buffered_iou(pos_p @ _CXCYWH_TO_XYXY, boxes, margins)
-            # Common case (every box high, every track confirmed): one assignment on the whole matrix.
-            confirmed = (self._ids[:n] >= 0).nonzero()[0] if tentative else None
-            high = None if all_high else is_high.nonzero()[0]
-            matched_t, matched_d = self._match(iou, confirmed, high, cfg.match_iou)
-            taken[matched_d] = True
-            if not all_high:
-                free = np.ones(n, dtype=bool)
-                free[matched_t] = False
-                rest = free.nonzero()[0] if confirmed is None else confirmed[free[confirmed]]
-                low = (~is_high & (scores >= cfg.low_score)).nonzero()[0]
+        if n and num:
+            x = self._predict(t)
+            r = x[_POS] @ self._box_noise
+            r *= r  # the measurement's variance: box_noise × (w, h, w, h), squared
+            s = x[_PP] + r  # the innovation's variance
+            # Its standard deviation of the centre, how far off the prediction may be, widens the IoU.
+            widen = np.sqrt(s)  # all four columns: one call on a whole array costs less than on a slice
+            widen *= 2.0 * cfg.buffer_sigmas
+            iou = _buffered_iou(x[_POS] @ _CXCYWH_TO_XYXY, boxes, widen[:, :2])
+            # Common case (every track confirmed): the first pass needs no row selection.
+            confirmed = (self._ids >= 0).nonzero()[0] if tentative else None
+            high = is_high.nonzero()[0]
+            sub = iou if confirmed is None else iou[confirmed]
+            matched_t, matched_d = self._match(sub if len(high) == num else sub.take(high, axis=1), cfg.match_iou)
+            if confirmed is not None:
+                matched_t = confirmed[matched_t]
+            if len(high) < num:
+                matched_d = high[matched_d]
+                busy = np.zeros(n, dtype=bool)  # matched or tentative
+                busy[matched_t] = True
+                if confirmed is not None:
+                    busy[self._ids < 0] = True
+                rest = (~busy).nonzero()[0]
+                low = (scores >= cfg.low_score) ^ is_high  # low_score <= high_score
+                low = low.nonzero()[0]
                 if len(rest) and len(low):
-                    t2, d2 = self._match(iou, rest, low, cfg.low_match_iou)
-                    matched_t, matched_d = np.concatenate([matched_t, t2]), np.concatenate([matched_d, d2])
-                    taken[d2] = True
+                    t2, d2 = self._match(iou.take(rest, axis=0).take(low, axis=1), cfg.low_match_iou)
+                    matched_t = np.concatenate([matched_t, rest[t2]])
+                    matched_d = np.concatenate([matched_d, low[d2]])
+            taken[matched_d] = True
             if tentative:
-                candidates = (is_high & ~taken).nonzero()[0]
-                tent = (self._ids[:n] < 0).nonzero()[0]
-                t3, d3 = self._match(iou, tent, candidates, cfg.match_iou)
+                candidates = (is_high > taken).nonzero()[0]  # high and not taken
+                tent = (self._ids < 0).nonzero()[0]
+                t3, d3 = self._match(iou[tent][:, candidates], cfg.match_iou)
+                t3, d3 = tent[t3], candidates[d3]
                 matched_t, matched_d = np.concatenate([matched_t, t3]), np.concatenate([matched_d, d3])
                 taken[d3] = True
-            if len(matched_t):
-                self._correct(matched_t, z[matched_d], pred, t)
-                out.track_ids[matched_d] = self._ids[matched_t]
+            if len(matched_t) == n:  # every track matched (the usual case on dense keyframes): no gathers
+                zn = np.empty((n, 4))
+                zn[matched_t] = z.take(matched_d, axis=0)
+                self._x = self._correct(x, zn, r, s)
+                self._time[:] = t
+            elif len(matched_t):
+                x = x.take(matched_t, axis=1)
+                r, s = r.take(matched_t, axis=0), s.take(matched_t, axis=0)
+                self._x[:, matched_t] = self._correct(x, z.take(matched_d, axis=0), r, s)
+                self._time[matched_t] = t
+            out.track_ids[matched_d] = self._ids[matched_t]
             # Tentative tracks: a miss drops them, the min_hits-th match confirms them.
             if tentative:
                 for i, d in zip(t3.tolist(), d3.tolist(), strict=True):
@@ -410,12 +413,10 @@ class OnlineTracker:
                 if missed.any():
                     self._remove(~missed)
         elif n and tentative:
-            self._remove(self._ids[:n] >= 0)
-        new = (scores >= cfg.new_track_score)
-        new &= ~taken
-        new = new.nonzero()[0]
+            self._remove(self._ids >= 0)
+        new = ((scores >= cfg.new_track_score) > taken).nonzero()[0]  # and not taken
         if len(new):
-            first = self._n
+            first = len(self._ids)
             self._start(z[new], t, step, new)
             if cfg.min_hits <= 1:
                 for k, d in enumerate(new.tolist()):
@@ -433,7 +434,7 @@ class OnlineTracker:
 
     def finish(self) -> list[int]:
         """Retire every live confirmed track (end of the video); returns their ids. Resets the tracker."""
-        ids = [int(i) for i in self._ids[: self._n] if i >= 0]
+        ids = [int(i) for i in self._ids if i >= 0]
         self.reset()
         return ids
 
