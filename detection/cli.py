@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from detection import __version__
 
@@ -381,6 +382,203 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     det.set_defaults(func=_cmd_detect)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from detection.config import load_config
+    from detection.engine.checkpoint import NonFiniteLossError
+    from detection.engine.trainer import train
+
+    cfg = load_config(args.config, list(args.overrides) + [f"output_dir={args.out}"])
+    try:
+        result = train(cfg, args.out, resume=args.resume, device=args.device, quiet=_quiet(args))
+    except (NonFiniteLossError, FileExistsError) as err:
+        print(f"actdet train: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"actdet train: interrupted; continue with --resume (from {args.out}/last.pt)", file=sys.stderr)
+        return 130
+    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
+        best = "none" if result.best_metric is None else f"{100 * result.best_metric:.2f}"
+        print(f"trained {result.step}/{result.total_steps} steps in {result.seconds / 60:.1f} min; best val frame-mAP "
+              f"{best}; checkpoints: {result.last_checkpoint}"
+              + (f", {result.best_checkpoint}" if result.best_checkpoint else ""))
+    return 0
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from detection.config import config_from_dict, load_config
+    from detection.engine.distributed import init_distributed
+    from detection.engine.evaluator import evaluate
+    from detection.models.zoo import load_checkpoint, read_actdet_checkpoint
+
+    if args.config:
+        cfg = load_config(args.config, list(args.overrides))
+    else:
+        from detection.config import Config, apply_overrides
+
+        saved = read_actdet_checkpoint(args.weights)["config"]
+        cfg = config_from_dict(Config, apply_overrides(dict(saved), list(args.overrides)))
+    model = load_checkpoint(args.weights)
+    ctx = init_distributed(args.device)
+    try:
+        if cfg.data.synthetic is not None and ctx.is_main:
+            from detection.engine.trainer import prepare_data
+
+            prepare_data(cfg, quiet=_quiet(args))
+        ctx.barrier()
+        model = model.to(ctx.device)
+        result = evaluate(model, cfg, args.split, args.out, ctx=ctx, batch_size=args.batch_size,
+                          gt_tubes=args.gt_tubes, video_map=not args.no_video_map, protocol=args.protocol,
+                          quiet=_quiet(args))
+    finally:
+        ctx.close()
+    if ctx.is_main:
+        print(result.summary())
+        print(f"detections: {result.detections_csv}; report in {args.out}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser(
+        "train",
+        help="train an action model (one CPU, one GPU, or many processes under torchrun)",
+        description=(
+            "Train the config's action model on its dataset's train split, validating on val (AVA frame-mAP; "
+            "video-mAP when ground-truth tubes exist). Writes OUT/last.pt and OUT/best.pt (actdet checkpoints "
+            "with the training state), OUT/metrics.jsonl, OUT/tensorboard/ and OUT/eval/step_*/. Several "
+            "processes: torchrun --nproc_per_node N -m detection.cli train ... (train.batch_size is global)."
+        ),
+    )
+    tr.add_argument("--config", required=True, help="config name (e.g. synthetic/tiny) or YAML path")
+    tr.add_argument("--out", required=True, help="output folder of the run")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    tr.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda (default: auto)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=1e-3")
+    tr.set_defaults(func=_cmd_train)
+
+    te = sub.add_parser(
+        "test",
+        help="AVA-format detections of a split with a trained model, and their frame-mAP / video-mAP",
+        description=(
+            "Score every box of the split's keyframes with the checkpoint, write OUT/detections.csv (AVA format: "
+            "one row per box and class) and evaluate it: frame-mAP (official AVA protocol) and, when ground-truth "
+            "tubes exist, video-mAP of the linked tubes (OUT/tubes.json)."
+        ),
+    )
+    te.add_argument("--config", help="config name or YAML path (default: the config saved in the checkpoint)")
+    te.add_argument("--weights", required=True, help="actdet checkpoint (e.g. OUT/best.pt of actdet train)")
+    te.add_argument("--out", required=True, help="folder for the detections and the report")
+    te.add_argument("--split", choices=["val", "test"], default="test",
+                    help="split to score (test reads val's files unless the config names others; default: test)")
+    te.add_argument("--gt-tubes", help="ACT ground-truth tubes pickle for video-mAP (default: the dataset's "
+                    "annotations/gt_tubes.pkl when it exists)")
+    te.add_argument("--no-video-map", action="store_true", help="frame-mAP only")
+    te.add_argument("--protocol", choices=["activitynet", "pyslowfast"], default="activitynet",
+                    help="frame-mAP protocol (default: %(default)s)")
+    te.add_argument("--batch-size", type=int, default=None, help="clips per forward pass (default: the config's)")
+    te.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda (default: auto)")
+    te.add_argument("--quiet", action="store_true", help="no progress bar")
+    te.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.root=/data/ava")
+    te.set_defaults(func=_cmd_test)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from detection.config import DetectorConfig, RunConfig, config_from_dict, config_to_dict, load_config
+    from detection.models.weights import WeightsUnavailableError
+    from detection.models.zoo import build_model, load_checkpoint
+    from detection.persons import factory
+    from detection.pipeline import detector_fingerprint_of, resolve_device, run_videos
+
+    if (args.model is None) == (args.config is None):
+        print("actdet run: error: give either --model NAME or --config FILE (with --weights CKPT)", file=sys.stderr)
+        return 2
+    cfg = load_config(args.config, args.set)
+    run = config_to_dict(cfg.run)
+    flags = {"keyframes": args.keyframes, "start_s": args.start, "end_s": args.end, "batch_size": args.batch_size,
+             "device": args.device, "action_threshold": args.action_threshold, "time_offset": args.time_offset}
+    run.update({k: v for k, v in flags.items() if v is not None})
+    if args.no_video:
+        run["video"] = False
+    run_cfg = config_from_dict(RunConfig, run, prefix="run")
+    det = config_to_dict(cfg.detector if args.config else DetectorConfig())
+    if args.boxes:
+        det.update(backend="precomputed", model=args.boxes)
+    dflags = {"score_threshold": args.person_threshold, "max_people": args.max_people,
+              "batch_size": args.batch_size, "device": args.device}
+    det.update({k: v for k, v in dflags.items() if v is not None})
+    det_cfg = config_from_dict(DetectorConfig, det, prefix="detector")
+    quiet = _quiet(args)
+    try:
+        if args.config:
+            model = load_checkpoint(args.weights) if args.weights else build_model(args.config)
+            if not args.weights:
+                print("warning: no --weights: the model runs with its initial weights", file=sys.stderr)
+        else:
+            model = build_model(args.model, pretrained=True)
+        detector = factory.build_detector(det_cfg, progress=not quiet)
+    except (factory.BackendUnavailableError, WeightsUnavailableError, KeyError) as err:
+        print(f"actdet run: error: {_message(err)}", file=sys.stderr)
+        return 2
+    model = model.to(resolve_device(run_cfg.device)).eval()
+    fingerprint: dict = {"model": args.model or args.config, "detector": detector_fingerprint_of(detector)}
+    for name in (args.weights, args.model):
+        if name and Path(name).is_file():
+            stat = Path(name).stat()
+            fingerprint[f"file:{Path(name).name}"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    def report(result) -> None:
+        if result.status == "failed":
+            print(f"actdet run: {result.video_id}: failed: {result.error}", file=sys.stderr)
+
+    try:
+        summary = run_videos(args.videos, model, detector, args.out, run=run_cfg,
+                             linker=dataclasses.replace(cfg.tubes), resume=args.resume, progress=not quiet,
+                             fingerprint=fingerprint, on_video=report)
+    except KeyboardInterrupt:
+        print("actdet run: interrupted; finished videos are kept, rerun with --resume to continue", file=sys.stderr)
+        return 130
+    print(summary.text())
+    return 0 if summary.ok else 1
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser(
+        "run",
+        help="detect actions in videos: CSV, tubes JSON, MOT tracks, annotated MP4, CVAT XML per video",
+        description=(
+            "Stream each VIDEO through person detection, the action model and tube linking, and write "
+            "DIR/<video>/{detections.csv, tubes.json, tracks.txt, annotated.mp4, cvat.xml, run.json}. Memory stays "
+            "bounded on any video length. A video that fails is reported, the others go on, and the exit status "
+            "is 1. Under torchrun each process takes its share of the videos."
+        ),
+    )
+    r.add_argument("videos", nargs="+", metavar="VIDEO", help="video files; the video id is the file stem")
+    r.add_argument("--model", help="zoo name (actdet model list) or actdet checkpoint file")
+    r.add_argument("--config", help="config name or YAML (its model, detector, tubes and run sections)")
+    r.add_argument("--weights", help="actdet checkpoint for --config")
+    r.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    r.add_argument("--keyframes", help="ava (1 Hz), every:N (frames) or fps:F (default: the config's, ava)")
+    r.add_argument("--boxes", help="precomputed person boxes (AVA CSV or mmaction2 pickle) instead of a detector")
+    r.add_argument("--start", type=float, help="start time in seconds")
+    r.add_argument("--end", type=float, help="end time in seconds")
+    r.add_argument("--time-offset", type=float, help="seconds added to CSV timestamps (AVA clips: 900)")
+    r.add_argument("--person-threshold", type=float, help="keep people the detector scores at least this")
+    r.add_argument("--action-threshold", type=float, help="write action rows scoring at least this (default 0)")
+    r.add_argument("--max-people", type=int, help="at most this many people per keyframe")
+    r.add_argument("--batch-size", type=int, help="keyframes per detector batch and clips per model batch")
+    r.add_argument("--device", help="auto (CUDA when available), cpu or cuda[:k]")
+    r.add_argument("--no-video", action="store_true", help="skip annotated.mp4")
+    r.add_argument("--resume", action="store_true", help="skip videos finished by an earlier run (same settings)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. --set tubes.lag=4 (repeatable)")
+    r.set_defaults(func=_cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="actdet",
@@ -433,11 +631,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     syn.add_argument("--no-frames", action="store_true", help="skip writing JPEG frames")
     syn.set_defaults(func=_cmd_prep_synthetic)
+    from data_prep.ava.commands import add_ava_parser
+    add_ava_parser(prep_sub)
+    from data_prep.convert import add_convert_parser
+    add_convert_parser(prep_sub)
 
     _add_eval(sub)
     _add_link(sub)
     _add_model(sub)
     _add_detect(sub)
+    _add_run(sub)
+    _add_train(sub)
     return parser
 
 

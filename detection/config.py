@@ -26,11 +26,14 @@ from detection.tubes.linker import LinkerConfig
 
 __all__ = [
     "Config",
+    "AugmentConfig",
     "DataConfig",
     "BackboneConfig",
     "HeadConfig",
     "ModelConfig",
     "DetectorConfig",
+    "RunConfig",
+    "TrainConfig",
     "ConfigError",
     "config_from_dict",
     "config_to_dict",
@@ -54,13 +57,76 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class AugmentConfig:
+    """Clip augmentations of the training split (boxes move with the pixels) and the eval-time resize.
+
+    Defaults are PySlowFast's AVA recipe (``TRAIN_JITTER_SCALES [256, 320]``, ``TRAIN_CROP_SIZE 224``,
+    random flip, no colour augmentation, ``TEST_CROP_SIZE 224`` used as the test short side).
+    """
+
+    jitter_short_side: tuple[int, int] = (256, 320)  # train: short side (px) drawn from [min, max], 1/size uniform
+    crop_size: int | None = 224  # train: square random crop (px) after the jitter; None: no crop
+    # train: a box with less than this share of its area inside the crop is dropped with its labels;
+    # 0 keeps every box, clipped to the crop (PySlowFast).
+    crop_min_visible: float = 0.0
+    flip_prob: float = 0.5  # train: probability of a horizontal flip of the whole clip
+    color_jitter: float = 0.0  # train: brightness/contrast/saturation strength (PySlowFast: 0.4 when on); 0 off
+    test_short_side: int | None = None  # val/test: short side (px), no crop; None: the model's input short side
+
+    def __post_init__(self) -> None:
+        lo, hi = self.jitter_short_side
+        if not 1 <= lo <= hi:
+            raise ValueError(f"jitter_short_side must be [min, max] with 1 <= min <= max, got {[lo, hi]}")
+        if self.crop_size is not None and self.crop_size < 1:
+            raise ValueError(f"crop_size must be >= 1 or null, got {self.crop_size}")
+        if not 0.0 <= self.flip_prob <= 1.0 or not 0.0 <= self.crop_min_visible <= 1.0:
+            raise ValueError(f"flip_prob and crop_min_visible must lie in [0, 1], got {self.flip_prob}, "
+                             f"{self.crop_min_visible}")
+        if self.color_jitter < 0.0 or (self.test_short_side is not None and self.test_short_side < 1):
+            raise ValueError(f"color_jitter must be >= 0 and test_short_side >= 1 or null, got {self.color_jitter}, "
+                             f"{self.test_short_side}")
+
+
+@dataclass
 class DataConfig:
-    """Where the prepared AVA-format dataset lives, and how to make it when it is synthetic."""
+    """Where the prepared AVA-format dataset lives, how to read it, and how to make it when it is synthetic.
+
+    Paths are relative to ``root`` (absolute paths are taken as they are). Timestamps in the box CSVs are
+    seconds; the keyframe's frame index is ``round((timestamp - time_offset) * fps)``.
+    """
 
     root: str = "outputs/data/synthetic"  # dataset root in PySlowFast's AVA layout
     label_map: str = "annotations/label_map.pbtxt"  # relative to root
     # When set and ``root`` holds no complete dataset, the synthetic generator builds one there.
     synthetic: SyntheticSpec | None = field(default_factory=SyntheticSpec)
+    # Where clip frames come from: JPEG folders ``frames/<video_id>/...`` or the videos themselves (PyAV seek).
+    source: Literal["frames", "videos"] = "frames"
+    # Frame file names (1-based): pyslowfast ``<video_id>_000001.jpg``, mmaction2 ``img_00001.jpg``.
+    frame_naming: Literal["pyslowfast", "mmaction2"] = "pyslowfast"
+    frames_dir: str = "frames"  # one folder per video id
+    videos_dir: str = "videos"  # ``<video_id>.<any extension>``
+    fps: float = 30.0  # frame rate of the frame folders (videos of another rate are resampled to it)
+    time_offset: float = 900.0  # timestamp (s) of each video's frame 0 (AVA's clips start at 900 s)
+    train_annotations: str = "annotations/train.csv"  # ground-truth box CSV
+    val_annotations: str = "annotations/val.csv"  # ground truth of val (and test, when present)
+    # Person proposals (box CSV with scores). train: added to the GT boxes; val/test: the boxes scored
+    # (None: val/test use the ground-truth boxes, train the GT boxes only).
+    train_proposals: str | None = "annotations/train_predicted_boxes.csv"
+    val_proposals: str | None = "annotations/val_predicted_boxes.csv"
+    # Excluded timestamps (keyframes skipped), used when the file exists.
+    train_exclusions: str | None = "annotations/train_excluded_timestamps.csv"
+    val_exclusions: str | None = "annotations/val_excluded_timestamps.csv"
+    # PySlowFast frame lists (source=frames), used when the file exists: frame counts and paths. Without
+    # one, frames are found by their names (frame_naming).
+    train_frame_list: str | None = "frame_lists/train.csv"
+    val_frame_list: str | None = "frame_lists/val.csv"
+    train_score_threshold: float = 0.8  # train proposals below this score are ignored (PySlowFast: 0.8)
+    test_score_threshold: float = 0.8  # val/test proposals below this score are ignored (PySlowFast: 0.8)
+    # A proposal takes the labels of the GT boxes it overlaps with IoU >= this (PySlowFast's lists: 0.9) ...
+    proposal_iou: float = 0.9
+    proposal_negatives: bool = True  # ... and one that overlaps none is a negative (all-zero target) or dropped
+    on_missing: Literal["error", "skip"] = "error"  # missing/unreadable frames: raise naming the path, or skip
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -117,6 +183,113 @@ class DetectorConfig:
 
 
 @dataclass
+class TrainConfig:
+    """Optimisation for ``actdet train``: optimizer, learning-rate schedule, batch, precision and cadence.
+
+    A *step* is one optimizer update: ``accumulation_steps`` forward/backward passes over ``batch_size``
+    clips in all, across every process. The schedule, logging, validation and checkpoints count steps.
+    ``max_steps`` wins over ``epochs`` and ``warmup_steps`` over ``warmup_epochs`` when both are set.
+    """
+
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-4  # peak learning rate (after warmup), for the global batch_size; never rescaled automatically
+    weight_decay: float = 0.05  # never applied to norms, biases, positional embeddings and the class token
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW only
+    # Layer-wise lr decay: backbone block i (of depth) gets lr * layer_decay ** (depth - i), the patch and
+    # position embeddings lr * layer_decay ** (depth + 1), the head and final norm lr. None: one lr for all.
+    layer_decay: float | None = None
+    epochs: int | None = 10  # training length in passes over the train split (used when max_steps is None)
+    max_steps: int | None = None  # training length in steps
+    warmup_epochs: float | None = 1.0  # linear warmup length in epochs (used when warmup_steps is None)
+    warmup_steps: int | None = None  # linear warmup length in steps
+    warmup_start_factor: float = 0.01  # lr of step 0 as a fraction of lr
+    min_lr_factor: float = 0.01  # the cosine ends at lr * min_lr_factor
+    batch_size: int = 8  # clips per step over all processes and accumulation passes (the global batch)
+    accumulation_steps: int = 1  # forward/backward passes per step (batch_size must be a multiple)
+    clip_grad_norm: float | None = None  # max L2 norm of all gradients together; None: no clipping
+    bf16: bool | None = None  # bf16 autocast; None: on when training on CUDA, off on the CPU
+    num_workers: int = 2  # DataLoader worker processes per training process
+    seed: int = 0  # python/numpy/torch seeds (process r adds r) and the shuffling of the train split
+    eval_every: int | None = None  # steps between validations (val mAP); None: at the end of every epoch
+    log_every: int = 20  # steps between log records (JSONL, TensorBoard)
+    checkpoint_every: int | None = None  # steps between writes of last.pt; None: at the end of every epoch
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.lr <= 0 or self.weight_decay < 0:
+            problems.append(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if not 0.0 <= self.momentum < 1.0 or not all(0.0 <= b < 1.0 for b in self.betas):
+            problems.append(f"momentum and betas must lie in [0, 1), got {self.momentum}, {list(self.betas)}")
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            problems.append(f"layer_decay must lie in (0, 1] or be null, got {self.layer_decay}")
+        if self.epochs is None and self.max_steps is None:
+            problems.append("one of epochs and max_steps must be set")
+        for name in ("epochs", "max_steps", "eval_every", "checkpoint_every", "log_every", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"{name} must be >= 1, got {value}")
+        if (self.warmup_steps is not None and self.warmup_steps < 0) or (
+            self.warmup_epochs is not None and self.warmup_epochs < 0
+        ):
+            problems.append(f"warmup must be >= 0, got {self.warmup_steps} steps, {self.warmup_epochs} epochs")
+        if not 0.0 < self.warmup_start_factor <= 1.0 or not 0.0 <= self.min_lr_factor <= 1.0:
+            problems.append(f"warmup_start_factor must lie in (0, 1] and min_lr_factor in [0, 1], got "
+                            f"{self.warmup_start_factor}, {self.min_lr_factor}")
+        if self.accumulation_steps < 1 or self.batch_size % self.accumulation_steps:
+            problems.append(f"batch_size {self.batch_size} must be a multiple of accumulation_steps "
+                            f"{self.accumulation_steps} (>= 1)")
+        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
+            problems.append(f"clip_grad_norm must be > 0 or null, got {self.clip_grad_norm}")
+        if self.num_workers < 0:
+            problems.append(f"num_workers must be >= 0, got {self.num_workers}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass
+class RunConfig:
+    """``actdet run``: how videos stream through detector, action model, tube linker and the output files.
+
+    Times are seconds of the video; sizes pixels; scores in [0, 1]. Queues and buffers are sized by these
+    settings and the model's clip length, never by the length of a video.
+    """
+
+    keyframes: str = "ava"  # ava (1 Hz at whole seconds), every:N (frames) or fps:F
+    time_offset: float = 0.0  # seconds added to the CSV timestamps (AVA's 15-minute clips: 900)
+    start_s: float | None = None  # process [start_s, end_s) only; None: from the start / to the end
+    end_s: float | None = None
+    batch_size: int = 8  # clips per forward pass of the action model
+    queue_size: int = 64  # decoded frames waiting between the decode thread and the models
+    device: str = "auto"  # action model: auto (CUDA when available), cpu or cuda[:k]
+    action_threshold: float = 0.0  # detections.csv / cvat.xml: action rows scoring at least this
+    csv_track_ids: bool | None = None  # 9th column; None: on, except in ava mode (the official reader wants 8)
+    video: bool = True  # write annotated.mp4
+    video_short_side: int | None = 480  # annotated.mp4 short side (never upscaled); None: the video's size
+    video_top_k: int = 3  # actions drawn per person, best first ...
+    video_score_threshold: float = 0.3  # ... scoring at least this
+    cvat: bool = True  # write cvat.xml
+
+    def __post_init__(self) -> None:
+        from detection.persons.keyframes import parse_keyframes
+
+        parse_keyframes(self.keyframes)  # ValueError saying what is expected
+        if self.batch_size < 1 or self.queue_size < 1 or self.video_top_k < 0:
+            raise ValueError(f"batch_size and queue_size must be >= 1 and video_top_k >= 0, got {self.batch_size}, "
+                             f"{self.queue_size}, {self.video_top_k}")
+        if not 0.0 <= self.action_threshold <= 1.0 or not 0.0 <= self.video_score_threshold <= 1.0:
+            raise ValueError(f"action_threshold and video_score_threshold must lie in [0, 1], got "
+                             f"{self.action_threshold}, {self.video_score_threshold}")
+        if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
+            raise ValueError(f"end_s ({self.end_s}) must be after start_s ({self.start_s})")
+        if (self.start_s is not None and self.start_s < 0) or (self.video_short_side is not None
+                                                                and self.video_short_side < 2):
+            raise ValueError(f"start_s must be >= 0 and video_short_side >= 2, got {self.start_s}, "
+                             f"{self.video_short_side}")
+
+
+@dataclass
 class Config:
     """The whole configuration of a job."""
 
@@ -125,6 +298,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     tubes: LinkerConfig = field(default_factory=LinkerConfig)  # tracking + temporal labelling into tubes
+    train: TrainConfig = field(default_factory=TrainConfig)  # optimisation of `actdet train`
+    run: RunConfig = field(default_factory=RunConfig)  # `actdet run` over videos
     output_dir: str = "outputs/demo"
 
 

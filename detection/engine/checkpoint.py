@@ -34,6 +34,7 @@ from torch import nn
 
 from detection.config import Config, config_to_dict
 from detection.engine.distributed import all_reduce_sum
+from detection.formats.files import atomic_path
 from detection.models.zoo import CHECKPOINT_FORMAT, read_actdet_checkpoint
 
 __all__ = [
@@ -130,13 +131,8 @@ def _temp_name(path: Path) -> Path:
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy ``src`` to ``dst`` atomically (temporary file + rename); returns ``dst``."""
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(dst)
-    try:
+    with atomic_path(dst, _temp_name(dst)) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dst
 
 
@@ -263,13 +259,8 @@ def save_training_checkpoint(
         "label_map": [] if label_map is None else [[int(i), str(n)] for i, n in label_map],
         "train_state": train_state,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    try:
+    with atomic_path(path, _temp_name(path)) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
