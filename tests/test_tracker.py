@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from detection.structures import box_iou
-from detection.tubes.tracker import GivenTracks, OnlineTracker, TrackerConfig, buffered_iou, interpolate_at
+from detection.tubes.tracker import (
+    GivenTracks,
+    OnlineTracker,
+    TrackerConfig,
+    _unique_assignment,
+    buffered_iou,
+    interpolate_at,
+)
 
 
 def _box(cx: float, cy: float, w: float = 0.08, h: float = 0.3) -> list[float]:
@@ -145,3 +152,75 @@ def test_given_tracks_and_order_errors():
         tracker.update(1.0, np.zeros((0, 4)), np.zeros(0))
     with pytest.raises(ValueError, match="low_score"):
         TrackerConfig(low_score=0.8, high_score=0.5)
+
+
+def _solver_pairs(gain: np.ndarray) -> set[tuple[int, int]]:
+    """What the tracker's solver path gives: linear_sum_assignment on 1 - gain, forbidden pairs at 1e6."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.where(np.isfinite(gain), 1.0 - gain, 1e6)
+    rows, cols = linear_sum_assignment(cost)
+    ok = cost[rows, cols] < 1e6
+    return set(zip(rows[ok].tolist(), cols[ok].tolist(), strict=True))
+
+
+def _random_gains(rng: np.random.Generator, trial: int) -> np.ndarray:
+    rows, cols = rng.integers(1, 9, size=2)  # rows > columns, rows < columns and square
+    kind = trial % 4
+    if kind == 0:  # like a keyframe: each box near its own track, some neighbours within reach
+        gain = rng.uniform(0.0, 0.4, (rows, cols))
+        k = min(rows, cols)
+        gain[rng.permutation(rows)[:k], rng.permutation(cols)[:k]] = rng.uniform(0.5, 1.0, k)
+    elif kind == 1:  # exact ties: values on a coarse grid
+        gain = rng.integers(0, 6, (rows, cols)) / 5.0
+    elif kind == 2:  # near-ties, closer than the fast path's margin
+        gain = rng.uniform(0.3, 1.0, (rows, cols))
+        gain[rng.integers(rows), :] = gain[rng.integers(rows), :] + rng.choice([0.0, 1e-9, -1e-9])
+    else:
+        gain = rng.uniform(0.0, 1.0, (rows, cols))
+    threshold = rng.choice([0.3, 0.5, 0.9, 1.01])  # 1.01: every pair forbidden
+    return np.where(gain < threshold, -np.inf, gain)
+
+
+def test_unique_assignment_equals_the_solver():
+    rng = np.random.default_rng(0)
+    taken = 0
+    for trial in range(3000):
+        gain = _random_gains(rng, trial)
+        plain = _unique_assignment(gain)
+        if plain is None:  # left to the solver
+            continue
+        taken += 1
+        rows, cols = plain
+        assert rows.tolist() == sorted(rows.tolist())  # as linear_sum_assignment orders them
+        assert set(zip(rows.tolist(), cols.tolist(), strict=True)) == _solver_pairs(gain), gain
+    assert taken > 1000  # the fast path is not a rarity
+
+
+def test_unique_assignment_leaves_ties_and_conflicts_to_the_solver():
+    tie = np.array([[0.8, -np.inf], [0.8, 0.6]])  # box 0 is as good for both tracks
+    assert _unique_assignment(tie) is None
+    near = np.array([[0.8, -np.inf], [0.8 + 1e-9, 0.6]])
+    assert _unique_assignment(near) is None
+    shared = np.array([[0.9, 0.8], [0.5, 0.4]])  # both boxes prefer track 0: the solver decides
+    assert _unique_assignment(shared) is None
+    rows, cols = _unique_assignment(np.array([[0.9, -np.inf], [-np.inf, -np.inf], [0.2, 0.7]]))
+    assert rows.tolist() == [0, 2] and cols.tolist() == [0, 1]
+
+
+def test_plain_passes_equal_the_two_passes():
+    rng = np.random.default_rng(1)
+    tracker = OnlineTracker()
+    taken = 0
+    for trial in range(2000):
+        gain = _random_gains(rng, trial)
+        iou = np.where(np.isfinite(gain), gain, rng.uniform(0.0, 0.3, gain.shape))
+        scores = rng.choice([0.05, 0.3, 0.45, 0.5, 0.9], iou.shape[1])  # ignored, low and high boxes
+        is_high = scores >= tracker.config.high_score
+        plain = tracker._plain_passes(iou, scores, is_high)
+        if plain is None:
+            continue
+        taken += 1
+        rows, cols = tracker._passes(iou, scores, is_high, tentative=False)
+        assert set(zip(*plain, strict=True)) == set(zip(rows.tolist(), cols.tolist(), strict=True))
+    assert taken > 500

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from detection.formats.ava import atomic_write, format_timestamp, read_ava_table
+from detection.formats.files import AtomicTextWriter
 from detection.formats.tubes import VideoTubes, write_tubes_json
 from detection.structures import KeyframeDetections, LabelMap, as_boxes
 from detection.tubes.linker import LinkerConfig, TrackPiece, TubeLinker
@@ -298,7 +299,7 @@ def keyframes_from_rows(
 _MOT_LINE = "{:d},{:d},{:.2f},{:.2f},{:.2f},{:.2f},{:.4f},-1,-1,-1\n"
 
 
-class MotWriter:
+class MotWriter(AtomicTextWriter):
     """Write MOTChallenge lines as track pieces come, to a temporary file renamed on :meth:`close`.
 
     ``width`` × ``height``: the video's size in pixels (1 × 1 keeps boxes normalized). Use as a context
@@ -306,10 +307,7 @@ class MotWriter:
     """
 
     def __init__(self, path: str | Path, width: float = 1.0, height: float = 1.0) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
-        self._file = open(self._tmp, "w", encoding="utf-8", newline="")
+        super().__init__(path)
         self._scale = np.array([width, height, width, height], np.float64)
 
     def write(self, piece: TrackPiece) -> None:
@@ -325,22 +323,6 @@ class MotWriter:
             for f, i, b, s in zip((np.asarray(frames) + 1).tolist(), np.asarray(ids).tolist(), xywh.tolist(),
                                   np.asarray(scores, np.float64).tolist(), strict=True)
         ))
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-            os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> MotWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.abort() if exc_type is not None else self.close()
 
 
 def write_mot_txt(path: str | Path, pieces: Iterable[TrackPiece], width: float = 1.0, height: float = 1.0) -> None:

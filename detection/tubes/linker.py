@@ -39,7 +39,7 @@ import numpy as np
 
 from detection.structures import KeyframeDetections, LabelMap, Tube, box_area
 from detection.tubes.labelling import MAX_LAG, FixedLagViterbi, viterbi_offline
-from detection.tubes.tracker import GivenTracks, OnlineTracker, TrackerConfig, interpolate_at
+from detection.tubes.tracker import GivenTracks, OnlineTracker, TrackerConfig, _interpolate, interpolate_at
 
 __all__ = ["LinkerConfig", "TrackPiece", "TubeLinker", "link_offline", "tube_score", "spatiotemporal_iou"]
 
@@ -94,14 +94,15 @@ class TrackPiece:
 
 def tube_score(keyframe_scores: np.ndarray, mode: str = "top-half") -> float:
     """A tube's score from its keyframe scores: ``top-half`` (mean of the best ceil(K/2)), ``mean`` or ``max``."""
-    s = np.asarray(keyframe_scores, dtype=np.float64)
+    s = np.array(keyframe_scores, dtype=np.float64)  # a copy: sorted in place below
     if mode == "mean":
         return float(s.mean())
     if mode == "max":
         return float(s.max())
     if mode == "top-half":
         k = (len(s) + 1) // 2
-        return float(np.sort(s)[len(s) - k :].sum()) / k
+        s.sort()  # np.sort and ndarray.sum cost more (Python wrappers) than these at a tube's size
+        return float(np.add.reduce(s[len(s) - k :])) / k
     raise ValueError(f"tube score mode must be top-half, mean or max, got {mode!r}")
 
 
@@ -172,11 +173,10 @@ class TubeLinker:
         s, r = 8, 16  # slots, ring length (keyframes kept per track); both grow
         self._frame = np.zeros((s, r), np.int64)
         self._box = np.zeros((s, r, 4), np.float32)
-        self._pscore = np.zeros((s, r), np.float32)
+        self._pscore = np.zeros((s, r), np.float32)  # with keep_tracks only
         self._ascore = np.zeros((s, r, c), np.float32)
         self._count = np.zeros(s, np.int64)  # keyframes observed per slot
         self._head = np.zeros(s, np.int64)  # oldest keyframe still kept
-        self._decided = np.zeros(s, np.int64)  # keyframes with final labels
         self._label = np.zeros((s, c), bool)  # label of the last decided keyframe
         self._open = np.full((s, c), -1, np.int64)  # first keyframe of the running action, -1 if none
         self._traced = np.zeros(s, np.int64)  # keyframes of trajectory handed out (keep_tracks)
@@ -223,7 +223,7 @@ class TubeLinker:
         old = len(self._track)
         new = 2 * old
         for name, fill in (("_frame", 0), ("_box", 0), ("_pscore", 0), ("_ascore", 0), ("_count", 0),
-                           ("_head", 0), ("_decided", 0), ("_label", False), ("_open", -1), ("_traced", 0),
+                           ("_head", 0), ("_label", False), ("_open", -1), ("_traced", 0),
                            ("_track", -1)):
             arr = getattr(self, name)
             grown = np.full((new,) + arr.shape[1:], fill, arr.dtype)
@@ -249,12 +249,19 @@ class TubeLinker:
     def _ring(self) -> int:
         return self._frame.shape[1]
 
+    def _decided_of(self, slots: np.ndarray) -> np.ndarray:
+        """Keyframes with final labels per slot: all but the last ``lag`` ones (none before the track ends,
+        offline). Derived, not stored: one scatter less per keyframe."""
+        if self.offline or self._labeller is None:
+            return np.zeros(len(slots), np.int64)
+        return np.maximum(self._count[slots] - self.lag, 0)
+
     def _needed_from(self, slots: np.ndarray) -> np.ndarray:
         """Oldest keyframe each slot still needs: open actions, the last decided one, the trajectory."""
         big = np.iinfo(np.int64).max
         opened = self._open[slots]
         open_min = np.where(opened >= 0, opened, big).min(axis=1, initial=big)
-        need = np.minimum(open_min, np.maximum(self._decided[slots] - 1, 0))
+        need = np.minimum(open_min, np.maximum(self._decided_of(slots) - 1, 0))
         if self.keep_tracks:
             need = np.minimum(need, np.maximum(self._traced[slots] - 1, 0))
         return need
@@ -310,11 +317,14 @@ class TubeLinker:
                 _, old_kf, old_ids = next(item for item in self._recent if item[0] == s)
                 old_ids[row] = tid
                 self._observe(np.array([slot]), old_kf, np.array([row]))
-        slot_of = self._slot_of
-        slots = [slot_of[t] for t in ids.tolist() if t >= 0]
-        if slots:
-            rows = self._all_rows[: len(ids)] if len(slots) == len(ids) else (ids >= 0).nonzero()[0]
-            self._observe(np.array(slots, np.int64), kf, rows)
+        slot_of, tids = self._slot_of, ids.tolist()
+        if -1 not in tids:  # every box on a track (the usual case): rows 0, 1, ...
+            if tids:
+                self._observe(np.array(list(map(slot_of.__getitem__, tids)), np.int64), kf, self._all_rows[: len(tids)])
+        else:
+            slots = [slot_of[t] for t in tids if t >= 0]
+            if slots:
+                self._observe(np.array(slots, np.int64), kf, (ids >= 0).nonzero()[0])
         self._release_recent(oldest)
         return self._drain(kf.frame_index, oldest)
 
@@ -328,7 +338,7 @@ class TubeLinker:
         slot = self._free.pop()
         self._slot_of[track_id] = slot
         self._track[slot] = track_id
-        self._count[slot] = self._head[slot] = self._decided[slot] = self._traced[slot] = 0
+        self._count[slot] = self._head[slot] = self._traced[slot] = 0
         self._label[slot] = False
         self._open[slot] = -1
         self._labeller.start(slot)
@@ -346,14 +356,13 @@ class TubeLinker:
             self._room = self._ring() - 1 - int((self._count[live] - self._head[live]).max(initial=0))
         count = self._count[slots]
         pos = count & (self._ring() - 1)  # count % ring length, a power of two
-        if len(rows) == len(kf):  # every box is on a track (rows are sorted and distinct): no gathers
-            boxes, pscores, scores = kf.boxes, kf.person_scores, kf.action_scores
-        else:
-            boxes, scores = kf.boxes.take(rows, axis=0), kf.action_scores.take(rows, axis=0)
-            pscores = kf.person_scores[rows]
+        every = len(rows) == len(kf)  # every box is on a track (rows are sorted and distinct): no gathers
+        boxes = kf.boxes if every else kf.boxes.take(rows, axis=0)
+        scores = kf.action_scores if every else kf.action_scores.take(rows, axis=0)
         self._frame[slots, pos] = kf.frame_index
         self._box[slots, pos] = boxes
-        self._pscore[slots, pos] = pscores
+        if self.keep_tracks:  # the person scores serve the trajectories alone
+            self._pscore[slots, pos] = kf.person_scores if every else kf.person_scores[rows]
         if self._num_classes:
             self._ascore[slots, pos] = scores
         count += 1
@@ -367,21 +376,21 @@ class TubeLinker:
     def _decide(self, slots: np.ndarray, index: np.ndarray, labels: np.ndarray) -> None:
         """Final labels (k, C) of keyframe ``index`` (k,) of each slot; closes and opens action runs."""
         change = labels != self._label.take(slots, axis=0)
-        self._decided[slots] = index + 1
         changed = change.nonzero()
         if len(changed[0]):
             self._label[slots] = labels
-            for i, c in zip(*changed, strict=True):
-                s = int(slots[i])
+            slot_list, index_list = slots.tolist(), index.tolist()  # Python ints index faster
+            for i, c in zip(changed[0].tolist(), changed[1].tolist(), strict=True):
+                s, k = slot_list[i], index_list[i]
                 if labels[i, c]:
-                    self._open[s, c] = index[i]
+                    self._open[s, c] = k
                 else:
-                    self._emit(s, int(c), int(self._open[s, c]), int(index[i]) - 1)
+                    self._emit(s, c, int(self._open[s, c]), k - 1)
                     self._open[s, c] = -1
         if self.keep_tracks:
-            due = slots[self._decided[slots] - self._traced[slots] > _TRACK_CHUNK]
-            for s in due.tolist():
-                self._trace(s, int(self._decided[s]) - 1)
+            due = (index - self._traced[slots] >= _TRACK_CHUNK).nonzero()[0]  # decided - traced > chunk
+            for s, k in zip(slots[due].tolist(), index[due].tolist(), strict=True):
+                self._trace(s, k)
 
     def _retire(self, track_id: int) -> None:
         """A track ended: decide its last keyframes, close its runs, hand out its trajectory, free it."""
@@ -412,11 +421,16 @@ class TubeLinker:
 
     def _emit(self, slot: int, c: int, first: int, last: int) -> None:
         """The tube of class column ``c`` over keyframes ``first .. last`` (inclusive) of ``slot``."""
-        pos = self._positions(first, last)
-        key_frames = self._frame[slot].take(pos)
+        mask = self._frame.shape[1] - 1  # ring positions: % ring length, a power of two
+        if first & mask <= last & mask:  # one stretch of the ring: slices, no gathers
+            pos = slice(first & mask, (last & mask) + 1)
+        else:
+            pos = np.arange(first, last + 1) & mask
+        key_frames = self._frame[slot, pos]
         ext = (self._stride or 0) // 2 if self.config.extend else 0
-        start = max(int(key_frames[0]) - ext, 0)
-        end = int(key_frames[-1]) + ext
+        first_frame, last_frame = int(key_frames[0]), int(key_frames[-1])
+        start = max(first_frame - ext, 0)
+        end = last_frame + ext
         if self.num_frames is not None:
             end = min(end, self.num_frames - 1)
         end = max(end, start)
@@ -424,10 +438,13 @@ class TubeLinker:
             return
         frames = np.arange(start, end + 1)
         # Boxes and scores interpolated together: one (K, 5) array.
-        keys = np.empty((len(pos), 5), np.float32)
-        keys[:, :4] = self._box[slot].take(pos, axis=0)
-        keys[:, 4] = self._ascore[slot, :, c].take(pos)
-        values = interpolate_at(key_frames, keys, frames)
+        keys = np.empty((len(key_frames), 5), np.float32)
+        keys[:, :4] = self._box[slot, pos]
+        keys[:, 4] = self._ascore[slot, pos, c]
+        if len(keys) > 1:  # interpolate_at without its checks; clipped only where extended past the keyframes
+            values = _interpolate(key_frames, keys, frames, clip=start < first_frame or end > last_frame)
+        else:
+            values = interpolate_at(key_frames, keys, frames)
         # Arrays made here, in the form Tube's constructor would give them: no need to check them again.
         tube = Tube.unchecked(
             self._video, int(self._label_ids[c]), int(self._track[slot]), frames,
@@ -488,7 +505,7 @@ class TubeLinker:
         live = np.flatnonzero(self._track >= 0)
         if len(live):
             r = self._ring()
-            undecided = self._frame[live, np.minimum(self._decided[live], self._count[live] - 1) % r]
+            undecided = self._frame[live, np.minimum(self._decided_of(live), self._count[live] - 1) % r]
             horizon = np.minimum(horizon, undecided.min())
             opened = self._open[live]
             open_frames = np.where(opened >= 0, self._frame[live[:, None], np.maximum(opened, 0) % r], np.inf)

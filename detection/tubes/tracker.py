@@ -20,11 +20,14 @@ Association follows ByteTrack (Zhang et al., 2022), with one change for sparse k
 4. high boxes still left, scoring at least ``new_track_score``, start tentative tracks.
 
 Each pass is an optimal assignment (``scipy.optimize.linear_sum_assignment``) on ``1 - IoU``, pairs below
-the pass's IoU threshold being forbidden (the most matches first, then the best ones). The IoU is
-*buffered*: both boxes of a pair are widened by ``buffer_sigmas`` standard deviations of the track's
-predicted centre (its Kalman innovation), in x and in y. On every frame that margin is a few pixels and
-the cost is plain IoU; at 1 Hz, or for a new track whose velocity is still unknown, the margin grows
-with the uncertainty, and a person who moved further than their own width still overlaps their track.
+the pass's IoU threshold being forbidden (the most matches first, then the best ones). On dense keyframes
+that optimum is nearly always plain (each box's best track is clearly its best, and no other box's): then
+passes 1 and 2 are read off the boxes' best IoUs at once, without the solver (:func:`_unique_assignment`),
+to the same pairs. The IoU is *buffered*: both boxes of a pair are widened by ``buffer_sigmas`` standard
+deviations of the track's predicted centre (its Kalman innovation), in x and in y. On every frame that
+margin is a few pixels and the cost is plain IoU; at 1 Hz, or for a new track whose velocity is still
+unknown, the margin grows with the uncertainty, and a person who moved further than their own width
+still overlaps their track.
 
 A tentative track becomes a confirmed one, with the next public id (1, 2, 3, ... in order of
 confirmation), at its ``min_hits``-th matched keyframe; a tentative track that misses a keyframe is
@@ -54,7 +57,11 @@ __all__ = [
 _SIZE_FACTOR = 0.25  # size (w, h) changes this much slower than position, in the motion noise and prior
 _MIN_SIZE = 1e-4  # normalized; predicted sizes are kept at least this large
 _TIME_EPS = 1e-6  # seconds: a gap equal to max_gap_s survives despite rounding
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 _INVALID = 1e6  # assignment cost of a pair below its IoU threshold
+# IoUs closer than this count as tied in the assignment's fast path (ties go to the solver): far above
+# the rounding of the solver's arithmetic, far below any IoU difference that means something.
+_TIE_EPS = 1e-7
 
 
 @dataclass
@@ -149,6 +156,27 @@ def _buffered_iou(t: np.ndarray, b: np.ndarray, widen: np.ndarray) -> np.ndarray
     return np.divide(inter, union, out=inter)
 
 
+def _unique_assignment(gain: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The optimal assignment of ``gain`` (R, C), R, C >= 1 (IoUs, forbidden pairs -inf), when plain; else None.
+
+    Plain: the largest finite gain of each column is larger than every other gain of its column by more
+    than ``_TIE_EPS``, and these maxima lie in distinct rows. Giving each such column its maximum then
+    matches every column that can be matched (the most matches), at a total that no assignment can
+    reach otherwise (none gains more than a column's maximum from that column): it is the unique
+    optimum, the one ``linear_sum_assignment`` finds on the costs ``1 - gain``, of any shape, with
+    forbidden pairs at ``_INVALID``. Returns (rows, columns) of the finite pairs, rows increasing (as
+    linear_sum_assignment orders them); columns with no finite gain are on none.
+    """
+    lim = np.maximum.reduce(gain, axis=0)
+    lim -= _TIE_EPS
+    # Each column's entries within _TIE_EPS of its maximum; none in a column of -inf (-inf > -inf is false).
+    rows, cols = (gain > lim).nonzero()
+    r, c = rows.tolist(), cols.tolist()
+    if len(set(r)) < len(r) or len(set(c)) < len(c):  # a column with a near-tie, or two columns on one row
+        return None
+    return rows, cols
+
+
 def interpolate_at(key_frames: np.ndarray, key_values: np.ndarray, frames: np.ndarray) -> np.ndarray:
     """Values at ``frames``, linearly interpolated between keyframes (vectorised over trailing axes).
 
@@ -160,17 +188,27 @@ def interpolate_at(key_frames: np.ndarray, key_values: np.ndarray, frames: np.nd
         kf, frames = kf.astype(np.float64), frames.astype(np.float64)
     if len(kf) == 1:
         return np.repeat(kv[:1], len(frames), axis=0).astype(np.float32)
+    return _interpolate(kf, kv, frames, clip=True)
+
+
+def _interpolate(kf: np.ndarray, kv: np.ndarray, frames: np.ndarray, clip: bool) -> np.ndarray:
+    """:func:`interpolate_at` of K >= 2 keyframes ``kf`` (signed integers or floats, as ``frames``).
+
+    ``clip=False`` when no frame lies before the first or after the last keyframe: the weights are in
+    [0, 1] already (two calls fewer, for the tube linker's many short calls).
+    """
     # The segment [kf[i], kf[i + 1]] of each frame, i in [0, K - 2]: the inner keyframes at or before it.
     i = np.searchsorted(kf[1:-1], frames, side="right")
     lo = kf.take(i)
     i1 = i + 1
     w = np.subtract(frames, lo) / np.subtract(kf.take(i1), lo)
-    np.maximum(w, 0.0, out=w)  # np.clip costs several times more at these sizes
-    np.minimum(w, 1.0, out=w)
+    if clip:
+        np.maximum(w, 0.0, out=w)  # np.clip costs several times more at these sizes
+        np.minimum(w, 1.0, out=w)
     a = kv.take(i, axis=0)  # ndarray.take: fancy indexing costs more at these sizes
     b = kv.take(i1, axis=0)
     b -= a
-    b *= w.reshape(w.shape + (1,) * (kv.ndim - 1))
+    b *= w[:, None] if kv.ndim == 2 else w.reshape(w.shape + (1,) * (kv.ndim - 1))
     b += a
     return b.astype(np.float32, copy=False)
 
@@ -183,6 +221,7 @@ def interpolate_at(key_frames: np.ndarray, key_values: np.ndarray, frames: np.nd
 _VEL, _POS, _PP, _PV, _VV = range(5)
 _HEIGHT4 = np.array([3, 3, 3, 3])  # the box's height, for each coordinate
 _MIN_POS = np.array([-np.inf, -np.inf, _MIN_SIZE, _MIN_SIZE])
+_THIRDS_HALVES = np.array([3.0, 2.0]).reshape(2, 1, 1)  # divisors of qdt in pp's and pv's rates
 # Box conversions as matrix products (one numpy call instead of four slice operations).
 _XYXY_TO_CXCYWH = np.array([[0.5, 0, -1, 0], [0, 0.5, 0, -1], [0.5, 0, 1, 0], [0, 0.5, 0, 1]])
 _CXCYWH_TO_XYXY = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5]])
@@ -206,7 +245,10 @@ class OnlineTracker:
         shape = np.array([1.0, 1.0, _SIZE_FACTOR**2, _SIZE_FACTOR**2])  # size changes slower than position
         self._q_shape = self.config.motion_noise**2 * shape  # × height² = acceleration spectral density
         self._v_shape = self.config.velocity_prior**2 * shape  # × height² = a new track's velocity variance
-        self._box_noise = self.config.box_noise * _WHWH  # cx, cy, w, h -> the measurement's standard deviations
+        # cx, cy, w, h -> the measurement's standard deviations (box_noise × w, h, w, h), then x1, y1, x2, y2
+        self._noise_xyxy = np.concatenate([self.config.box_noise * _WHWH, _CXCYWH_TO_XYXY], axis=1)
+        # Per kind of box (0: under low_score, 1: low, 2: high), the least IoU of a match (above 1: none).
+        self._kind_iou = np.array([2.0, self.config.low_match_iou, self.config.match_iou])
         self.reset()
 
     def reset(self) -> None:
@@ -220,6 +262,7 @@ class OnlineTracker:
         self._next_id = 1
         self._step = -1
         self._last_time = -np.inf
+        self._oldest_match = -np.inf  # at most the earliest last match of the live tracks
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -248,29 +291,25 @@ class OnlineTracker:
     # -- the Kalman filter -------------------------------------------------------------------------
     def _predict(self, t: float) -> np.ndarray:
         """The live tracks' states (5, n, 4) predicted at time ``t`` (their own states are left as they are)."""
-        vel, pos, pp, pv, vv = x = self._x
+        vel, pos, _, pv, vv = x = self._x
         dt = np.subtract(t, self._time)  # (n, 4)
         qdt = pos.take(_HEIGHT4, axis=1)
         qdt *= qdt
         qdt *= dt
         qdt *= self._q_shape  # white-noise acceleration over dt
-        pred = np.empty_like(x)
-        pred[_VEL] = vel
+        pred = x.copy()
         p = pred[_POS]
-        np.multiply(vel, dt, out=p)
-        p += pos
+        p += vel * dt
         np.maximum(p, _MIN_POS, out=p)  # sizes at least _MIN_SIZE
-        rate = qdt / 3.0  # pp += dt (2 pv + dt (vv + qdt / 3))
+        # pp += dt (2 pv + dt (vv + qdt / 3)) and pv += dt (vv + qdt / 2), both at once.
+        rate = np.divide(qdt, _THIRDS_HALVES)  # (2, n, 4)
         rate += vv
         rate *= dt
-        rate += 2.0 * pv
-        rate *= dt
-        np.add(pp, rate, out=pred[_PP])
-        rate = qdt / 2.0  # pv += dt (vv + qdt / 2)
-        rate += vv
-        rate *= dt
-        np.add(pv, rate, out=pred[_PV])
-        np.add(vv, qdt, out=pred[_VV])
+        pp_rate = rate[0]
+        pp_rate += 2.0 * pv
+        pp_rate *= dt
+        pred[_PP : _PV + 1] += rate
+        pred[_VV] += qdt
         return pred
 
     @staticmethod
@@ -322,6 +361,45 @@ class OnlineTracker:
             ti, di = ti[ok], di[ok]
         return ti, di
 
+    def _plain_passes(
+        self, iou: np.ndarray, scores: np.ndarray, is_high: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Passes 1 and 2 at once, when every track is confirmed and both assignments are plain; else None.
+
+        One IoU matrix over all the boxes, each pair forbidden under its box's pass threshold (boxes under
+        ``low_score`` everywhere). When :func:`_unique_assignment` finds it plain, each high box's best
+        track is its pass-1 match (pass 1 is plain), and each low box's best track is none of these (the
+        rows are distinct): it is among the tracks pass 1 left, its pass-2 match (pass 2 is plain too).
+        """
+        kind = np.add(is_high, scores >= self.config.low_score, dtype=np.intp)  # 0, 1: low, 2: high
+        return _unique_assignment(np.where(iou < self._kind_iou.take(kind), -np.inf, iou))
+
+    def _passes(
+        self, iou: np.ndarray, scores: np.ndarray, is_high: np.ndarray, tentative: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Passes 1 and 2 (high, then low boxes against the confirmed tracks): (track, box) pairs."""
+        cfg, n, num = self.config, len(iou), len(scores)
+        confirmed = (self._ids >= 0).nonzero()[0] if tentative else None
+        high = is_high.nonzero()[0]
+        sub = iou if confirmed is None else iou[confirmed]
+        matched_t, matched_d = self._match(sub if len(high) == num else sub.take(high, axis=1), cfg.match_iou)
+        if confirmed is not None:
+            matched_t = confirmed[matched_t]
+        if len(high) < num:
+            matched_d = high[matched_d]
+            busy = np.zeros(n, dtype=bool)  # matched or tentative
+            busy[matched_t] = True
+            if confirmed is not None:
+                busy[self._ids < 0] = True
+            rest = (~busy).nonzero()[0]
+            low = (scores >= cfg.low_score) ^ is_high  # low_score <= high_score
+            low = low.nonzero()[0]
+            if len(rest) and len(low):
+                t2, d2 = self._match(iou.take(rest, axis=0).take(low, axis=1), cfg.low_match_iou)
+                matched_t = np.concatenate([matched_t, rest[t2]])
+                matched_d = np.concatenate([matched_d, low[d2]])
+        return matched_t, matched_d
+
     def update(self, time_s: float, boxes: np.ndarray, scores: np.ndarray) -> TrackerStep:
         """Associate one keyframe's boxes (N, 4) normalized xyxy with detector scores (N,) at ``time_s``.
 
@@ -340,65 +418,57 @@ class OnlineTracker:
         out.track_ids.fill(-1)
 
         n = len(self._ids)
-        if n:
-            gone = self._time[:, 0] < t - cfg.max_gap_s - _TIME_EPS
+        expiry = t - cfg.max_gap_s - _TIME_EPS  # tracks last matched before this are retired
+        if n and self._oldest_match < expiry:
+            gone = self._time[:, 0] < expiry
             if len(gone.nonzero()[0]):  # .nonzero() costs less than .any() at these sizes
                 out.retired = [int(i) for i in self._ids[gone] if i >= 0]
                 self._remove(~gone)
                 n = len(self._ids)
+            self._oldest_match = self._time[:, 0].min(initial=t)
 
         z = boxes @ _XYXY_TO_CXCYWH
         is_high = scores >= cfg.high_score
-        taken = np.zeros(num, dtype=bool)  # boxes on a track
+        matched_d = _NO_ROWS  # boxes on a track
         tentative = self._num_tentative > 0
         if n and num:
             x = self._predict(t)
-            r = x[_POS] @ self._box_noise
+            noise_xyxy = x[_POS] @ self._noise_xyxy  # one product for two (n, 4) results
+            r = noise_xyxy[:, :4]
             r *= r  # the measurement's variance: box_noise × (w, h, w, h), squared
             s = x[_PP] + r  # the innovation's variance
             # Its standard deviation of the centre, how far off the prediction may be, widens the IoU.
             widen = np.sqrt(s)  # all four columns: one call on a whole array costs less than on a slice
             widen *= 2.0 * cfg.buffer_sigmas
-            iou = _buffered_iou(x[_POS] @ _CXCYWH_TO_XYXY, boxes, widen[:, :2])
-            # Common case (every track confirmed): the first pass needs no row selection.
-            confirmed = (self._ids >= 0).nonzero()[0] if tentative else None
-            high = is_high.nonzero()[0]
-            sub = iou if confirmed is None else iou[confirmed]
-            matched_t, matched_d = self._match(sub if len(high) == num else sub.take(high, axis=1), cfg.match_iou)
-            if confirmed is not None:
-                matched_t = confirmed[matched_t]
-            if len(high) < num:
-                matched_d = high[matched_d]
-                busy = np.zeros(n, dtype=bool)  # matched or tentative
-                busy[matched_t] = True
-                if confirmed is not None:
-                    busy[self._ids < 0] = True
-                rest = (~busy).nonzero()[0]
-                low = (scores >= cfg.low_score) ^ is_high  # low_score <= high_score
-                low = low.nonzero()[0]
-                if len(rest) and len(low):
-                    t2, d2 = self._match(iou.take(rest, axis=0).take(low, axis=1), cfg.low_match_iou)
-                    matched_t = np.concatenate([matched_t, rest[t2]])
-                    matched_d = np.concatenate([matched_d, low[d2]])
-            taken[matched_d] = True
+            iou = _buffered_iou(noise_xyxy[:, 4:], boxes, widen[:, :2])
+            plain = None if tentative else self._plain_passes(iou, scores, is_high)
+            if plain is not None:
+                matched_t, matched_d = plain
+            else:
+                matched_t, matched_d = self._passes(iou, scores, is_high, tentative)
             if tentative:
+                taken = np.zeros(num, dtype=bool)
+                taken[matched_d] = True
                 candidates = (is_high > taken).nonzero()[0]  # high and not taken
                 tent = (self._ids < 0).nonzero()[0]
                 t3, d3 = self._match(iou[tent][:, candidates], cfg.match_iou)
                 t3, d3 = tent[t3], candidates[d3]
                 matched_t, matched_d = np.concatenate([matched_t, t3]), np.concatenate([matched_d, d3])
-                taken[d3] = True
             if len(matched_t) == n:  # every track matched (the usual case on dense keyframes): no gathers
-                zn = np.empty((n, 4))
-                zn[matched_t] = z.take(matched_d, axis=0)
+                if plain is not None:  # tracks 0, 1, ... in order
+                    zn = z.take(matched_d, axis=0)
+                else:
+                    zn = np.empty((n, 4))
+                    zn[matched_t] = z.take(matched_d, axis=0)
                 self._x = self._correct(x, zn, r, s)
                 self._time[:] = t
+                self._oldest_match = t
             elif len(matched_t):
                 x = x.take(matched_t, axis=1)
                 r, s = r.take(matched_t, axis=0), s.take(matched_t, axis=0)
                 self._x[:, matched_t] = self._correct(x, z.take(matched_d, axis=0), r, s)
                 self._time[matched_t] = t
-            out.track_ids[matched_d] = self._ids[matched_t]
+            out.track_ids[matched_d] = self._ids.take(matched_t)
             # Tentative tracks: a miss drops them, the min_hits-th match confirms them.
             if tentative:
                 for i, d in zip(t3.tolist(), d3.tolist(), strict=True):
@@ -414,13 +484,16 @@ class OnlineTracker:
                     self._remove(~missed)
         elif n and tentative:
             self._remove(self._ids >= 0)
-        new = ((scores >= cfg.new_track_score) > taken).nonzero()[0]  # and not taken
-        if len(new):
-            first = len(self._ids)
-            self._start(z[new], t, step, new)
-            if cfg.min_hits <= 1:
-                for k, d in enumerate(new.tolist()):
-                    self._confirm(first + k, out, d)
+        if len(matched_d) < num:  # boxes on no track start tentative ones, if they score high enough
+            new = scores >= cfg.new_track_score
+            new[matched_d] = False
+            new = new.nonzero()[0]
+            if len(new):
+                first = len(self._ids)
+                self._start(z[new], t, step, new)
+                if cfg.min_hits <= 1:
+                    for k, d in enumerate(new.tolist()):
+                        self._confirm(first + k, out, d)
         return out
 
     def _confirm(self, i: int, out: TrackerStep, row: int) -> None:
