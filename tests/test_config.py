@@ -81,6 +81,10 @@ def test_overrides_parse_yaml_values_and_create_sections():
     cfg = config_from_dict(Root, data)
     assert cfg.model.backbone.depth == 4 and cfg.model.weights is None
     assert cfg.model.freeze == ["a", "b"] and cfg.model.dropout == pytest.approx(0.1)
+    apply_overrides(data, ["model.dropout=1e-3"])  # YAML 1.1 reads this as a string; a float field takes it
+    assert config_from_dict(Root, data).model.dropout == 0.001
+    with pytest.raises(ConfigError, match="expected a number"):
+        config_from_dict(Root, {"model": {"dropout": "1e-3x"}})
     with pytest.raises(ConfigError, match="not of the form"):
         apply_overrides({}, ["model.depth"])
     with pytest.raises(ConfigError, match="not of the form"):
