@@ -31,29 +31,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness import drifting_texture_video  # noqa: E402
 from data_prep.ava.cut import cut_videos  # noqa: E402
 from data_prep.ava.ffmpeg import ffmpeg_executable, ffmpeg_version, find_videos, format_seconds  # noqa: E402
 from data_prep.ava.frames import extract_frames  # noqa: E402
-from detection.video import VideoWriter  # noqa: E402
-
-
-def make_video(path: Path, width: int, height: int, seconds: float, seed: int, fps: int = 30) -> None:
-    """A coarse random texture drifting right with a white block moving across: some detail, some motion."""
-    rng = np.random.default_rng(seed)
-    texture = rng.integers(0, 255, (height // 16 + 1, width // 16 + 2, 3), dtype=np.uint8)
-    texture = np.kron(texture, np.ones((16, 16, 1), np.uint8))
-    with VideoWriter(path, fps, width, height, preset="ultrafast") as writer:
-        for k in range(round(seconds * fps)):
-            shift = (3 * k) % 16
-            frame = np.ascontiguousarray(texture[:height, shift:shift + width])
-            x = (7 * k) % (width - 60)
-            frame[height // 3:height // 3 + 60, x:x + 60] = 255
-            writer.write(frame)
 
 
 def run_pool(jobs: int, commands: list[list[str]]) -> None:
@@ -120,7 +104,7 @@ def main() -> int:
         else:
             began = time.perf_counter()
             for i in range(args.count):
-                make_video(clips / f"bench{i}.mp4", args.width, args.height, args.seconds, seed=i)
+                drifting_texture_video(clips / f"bench{i}.mp4", args.width, args.height, args.seconds, seed=i)
             print(f"generated {args.count} x {args.seconds:g} s {args.width}x{args.height} 30 fps H.264 "
                   f"in {time.perf_counter() - began:.1f} s")
         videos, _ = find_videos(clips)

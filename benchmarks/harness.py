@@ -50,6 +50,30 @@ def synthetic_frames(count: int, width: int, height: int) -> list:
     return [scene.render(5 * i % scene.num_frames) for i in range(count)]
 
 
+def drifting_texture_video(path, width: int, height: int, seconds: float, *, fps: int = 30, seed: int = 0,
+                           cell: int = 16, drift: int = 3, block: int = 60) -> None:
+    """Encode a test clip to ``path``: a coarse random texture drifting right, a white square moving across.
+
+    Some detail, some motion, cheap to make. ``cell``: the texture's squares in pixels; ``drift``: pixels the
+    texture moves a frame (modulo ``cell``); ``block``: the white square's side, moving 7 pixels a frame.
+    ``round(seconds * fps)`` frames, libx264 ``ultrafast``.
+    """
+    import numpy as np
+
+    from detection.video import VideoWriter
+
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 255, (height // cell + 1, width // cell + 2, 3), dtype=np.uint8)
+    texture = np.kron(texture, np.ones((cell, cell, 1), np.uint8))
+    with VideoWriter(path, fps, width, height, preset="ultrafast") as writer:
+        for k in range(round(seconds * fps)):
+            shift = (drift * k) % cell
+            frame = np.ascontiguousarray(texture[:height, shift:shift + width])
+            x = (7 * k) % (width - block)
+            frame[height // 3:height // 3 + block, x:x + block] = 255
+            writer.write(frame)
+
+
 def timed(
     fn: Callable[[], object], repeat: int, cuda: bool, after_warmup: Callable[[], None] | None = None
 ) -> tuple[float, object]:

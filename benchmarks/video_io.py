@@ -18,24 +18,12 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from detection.video import FrameStream, VideoWriter  # noqa: E402
-
-
-def make_video(path: Path, width: int, height: int, seconds: float, fps: int = 30) -> None:
-    rng = np.random.default_rng(0)
-    texture = rng.integers(0, 255, (height // 8 + 1, width // 8 + 2, 3), dtype=np.uint8)
-    texture = np.kron(texture, np.ones((8, 8, 1), np.uint8))
-    with VideoWriter(path, fps, width, height, preset="ultrafast") as writer:
-        for k in range(int(seconds * fps)):
-            shift = (4 * k) % 8
-            frame = np.ascontiguousarray(texture[:height, shift : shift + width])
-            frame[height // 3 : height // 3 + 40, (7 * k) % (width - 40) :][:, :40] = 255
-            writer.write(frame)
+from benchmarks.harness import drifting_texture_video  # noqa: E402
+from detection.video import FrameStream  # noqa: E402
 
 
 def bare_pyav(path: Path) -> int:
@@ -86,8 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         short, long = Path(tmp) / "short.mp4", Path(tmp) / "long.mp4"
-        make_video(short, args.width, args.height, args.seconds)
-        make_video(long, args.width, args.height, 6 * args.seconds)
+        drifting_texture_video(short, args.width, args.height, args.seconds, cell=8, drift=4, block=40)
+        drifting_texture_video(long, args.width, args.height, 6 * args.seconds, cell=8, drift=4, block=40)
         print(f"video: {args.width}x{args.height}, 30 fps, {args.seconds:g} s (H.264)")
         bare_pyav(short)  # warm the page cache and the codec
         for name, fn, extra in [

@@ -40,6 +40,7 @@ from typing import Literal
 import numpy as np
 
 from detection.formats.ava import AvaRows, atomic_write, write_ava_csv, write_exclusions
+from detection.formats.files import read_json_object
 from detection.structures import LabelMap
 
 __all__ = [
@@ -504,7 +505,7 @@ def convert_dataset(
     # -- write -----------------------------------------------------------------------------------------
     root = Path(out)
     manifest_path = root / "manifest.json"
-    old = _read_json(manifest_path)
+    old = read_json_object(manifest_path)
     manifest_path.unlink(missing_ok=True)  # a folder without a manifest is an unfinished conversion
     annotations_dir = root / "annotations"
     gt = sorted(set(gt), key=lambda r: (r[0], r[1], r[4], r[3], r[2]))
@@ -726,14 +727,6 @@ def _remove_stale_videos(root: Path, old: dict | None, keep: set[str]) -> None:
         name = rel.removeprefix("videos/")
         if rel.startswith("videos/") and _SAFE_ID.match(name):
             (root / "videos" / name).unlink(missing_ok=True)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from detection.formats.ava import (
     write_exclusions,
     write_frame_list,
 )
+from detection.formats.files import read_json_object
 from detection.structures import LabelMap, box_iou
 
 __all__ = [
@@ -588,14 +589,6 @@ def _spec_dict(spec: SyntheticSpec) -> dict:
     return asdict(spec)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _remove_outputs(root: Path, video_ids: Iterable[str]) -> None:
     """Delete the videos and frame folders of a previous dataset (ids validated before they become paths)."""
     for vid in video_ids:
@@ -679,11 +672,11 @@ def generate_dataset(out_dir: str | os.PathLike, spec: SyntheticSpec, progress: 
     wanted = {"generator": "data_prep.synthetic", "generator_version": GENERATOR_VERSION,
               "spec": _spec_dict(spec)}
     manifest_path, partial_path = root / "manifest.json", root / ".synthetic_partial.json"
-    old = _read_json(manifest_path)
+    old = read_json_object(manifest_path)
     if old is not None and all(old.get(k) == v for k, v in wanted.items()):
         return old
     train_ids, val_ids = spec.video_ids()
-    partial = _read_json(partial_path)
+    partial = read_json_object(partial_path)
     resume = partial is not None and all(partial.get(k) == v for k, v in wanted.items())
     if not resume:
         for previous in (old, partial):

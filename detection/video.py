@@ -275,19 +275,9 @@ def read_clip(path: str | os.PathLike, center_s: float, num_frames: int, stride:
     # Half-frame margins make the window robust to timestamp jitter; indices come from timestamps.
     start_s = float((lo - Fraction(1, 2)) / rate) if lo > 0 else None
     end_s = float((hi + Fraction(1, 2)) / rate)
-    needed, images, tail = set(wanted.tolist()), {}, None
     with FrameStream(path, size=size, start_s=start_s, end_s=end_s) as stream:
-        for index, _, frame in stream._decoded(stream._start, stream._end):
-            if index in needed:
-                images[index] = stream._to_rgb(frame)
-            tail = index, frame
-        if tail is not None and tail[0] not in images:  # the edge frame to repeat if the file ends early
-            images[tail[0]] = stream._to_rgb(tail[1])
-    if not images:
-        raise VideoReadError(f"{path}: no frame decoded between {start_s or 0:.3f} s and {end_s:.3f} s")
-    have = np.array(sorted(images))
-    used = have[np.abs(have[None, :] - wanted[:, None]).argmin(axis=1)]  # nearest decoded frame
-    return np.stack([images[i] for i in used.tolist()]), used.astype(np.int64)
+        return _nearest_frames(stream, stream._start, stream._end, wanted,
+                               f"between {start_s or 0:.3f} s and {end_s:.3f} s")
 
 
 def read_frames(path: str | os.PathLike, indices: np.ndarray | list[int], *,
@@ -305,19 +295,30 @@ def read_frames(path: str | os.PathLike, indices: np.ndarray | list[int], *,
     if wanted.size == 0 or wanted.min() < 0:
         raise ValueError(f"{path}: indices must be a non-empty list of frame indices >= 0, got {wanted.tolist()}")
     lo, hi = int(wanted.min()), int(wanted.max())
-    needed, images, tail = set(wanted.tolist()), {}, None
     with FrameStream(path, size=size, threads=threads) as stream:
         # Half-frame margins make the window robust to timestamp jitter; indices come from timestamps.
         start = (lo - Fraction(1, 2)) / stream._rate if lo > 0 else None
         end = (hi + Fraction(1, 2)) / stream._rate
-        for index, _, frame in stream._decoded(start, end):
-            if index in needed:
-                images[index] = stream._to_rgb(frame)
-            tail = index, frame
-        if tail is not None and tail[0] not in images:  # the edge frame to repeat if the file ends early
-            images[tail[0]] = stream._to_rgb(tail[1])
+        return _nearest_frames(stream, start, end, wanted, f"between frames {lo} and {hi}")
+
+
+def _nearest_frames(stream: FrameStream, start: Fraction | None, end: Fraction | None, wanted: np.ndarray,
+                    window: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``stream`` from ``start`` to ``end`` (seconds) once, for the 0-based frame indices ``wanted``.
+
+    Returns ``(frames, used)`` as :func:`read_frames` does: for each wanted index the RGB image of the
+    nearest decoded frame, and that frame's index (a wanted frame past the end of a truncated file gets the
+    last one decoded). Raises VideoReadError naming the file and ``window`` when nothing decodes.
+    """
+    needed, images, tail = set(wanted.tolist()), {}, None
+    for index, _, frame in stream._decoded(start, end):
+        if index in needed:
+            images[index] = stream._to_rgb(frame)
+        tail = index, frame
+    if tail is not None and tail[0] not in images:  # the edge frame to repeat if the file ends early
+        images[tail[0]] = stream._to_rgb(tail[1])
     if not images:
-        raise VideoReadError(f"{path}: no frame decoded between frames {lo} and {hi}")
+        raise VideoReadError(f"{stream.path}: no frame decoded {window}")
     have = np.array(sorted(images))
     used = have[np.abs(have[None, :] - wanted[:, None]).argmin(axis=1)]  # nearest decoded frame
     return np.stack([images[i] for i in used.tolist()]), used.astype(np.int64)

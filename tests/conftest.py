@@ -1,5 +1,6 @@
-"""Shared test helpers: the repository root and the label map shipped with the project."""
+"""Shared test helpers: the repository root, the label map shipped with the project, the small synthetic dataset."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> Path:
+    """The root of the dataset of ``synthetic_data.SPEC``, generated once per session; tests must not change it."""
+    from synthetic_data import SPEC
+
+    from data_prep.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_dataset(root, SPEC)
+    return root
+
+
+@pytest.fixture
+def synthetic_root(synthetic_dataset, tmp_path) -> Path:
+    """A copy of :func:`synthetic_dataset` at ``tmp_path / "ava"``, for a test to change."""
+    out = tmp_path / "ava"
+    shutil.copytree(synthetic_dataset, out)
+    return out

@@ -6,28 +6,16 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from synthetic_data import SPEC, TRAIN, VAL
 
 from data_prep.ava.annotations import check_annotations, find_annotations, format_statistics
-from data_prep.synthetic import SyntheticSpec, generate_dataset
 from detection.formats.ava import check_ava_csv, read_ava_table
 from tests.conftest import ROOT as REPO
 
-SPEC = SyntheticSpec(videos=3, seconds=5, fps=10, width=96, height=64, val_videos=1, seed=7)
-TRAIN, VAL = SPEC.video_ids()
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
-    generate_dataset(root, SPEC)
-    return root
-
 
 @pytest.fixture
-def root(dataset, tmp_path):
-    out = tmp_path / "ava"
-    shutil.copytree(dataset, out)
-    return out
+def root(synthetic_root):
+    return synthetic_root
 
 
 def check(root, **kw):

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from kill_step import kill_after_ffmpeg
 
 from data_prep.ava import cut as cut_mod
 from data_prep.ava.cut import cut_command, cut_videos
@@ -25,7 +22,6 @@ from data_prep.ava.ffmpeg import (
 from detection.video import FrameStream, VideoWriter, probe
 
 W, H, FPS = 64, 48, 30
-REPO = Path(__file__).resolve().parents[1]
 
 
 def make_frame(i: int) -> np.ndarray:
@@ -151,43 +147,11 @@ def test_corrupt_source_fails_by_name_others_complete(root: Path) -> None:
     assert sorted(p.name for p in (root / "videos_15min").iterdir()) == ["-5KQ66BBWC4.mp4", "clipB.mkv"]
 
 
-WRAPPER = """#!/bin/sh
-# Run the real ffmpeg, then wait to be killed: a step killed after ffmpeg, before the rename.
-for a in "$@"; do [ "$a" = "-version" ] && exec "{real}" "$@"; done
-"{real}" "$@" || exit $?
-echo $$ > "{marker}"
-exec sleep 60
-"""
-
-
 def test_kill_mid_step_leaves_no_partial_clip(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    marker = tmp_path / "ffmpeg-done"
-    wrapper = tmp_path / "ffmpeg-then-wait"
-    wrapper.write_text(WRAPPER.format(real=ffmpeg_executable(), marker=marker))
-    wrapper.chmod(0o755)
     code = f"from data_prep.ava.cut import cut_videos; cut_videos({str(root)!r}, 1.0, 2.0, jobs=1)"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, ENV_VAR: str(wrapper)})
-    try:
-        deadline = time.monotonic() + 20
-        while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
-            assert proc.poll() is None, "the cut ended before it could be killed"
-            time.sleep(0.05)
-        assert marker.exists(), "ffmpeg did not finish in time"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_after_ffmpeg(code, tmp_path, "the cut")
     out = root / "videos_15min"
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []  # only the temporary clip
-    pid = int(marker.read_text())
-    for _ in range(100):  # the child dies with the step
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        pytest.fail("the child of the killed step was still running")
 
     monkeypatch.delenv(ENV_VAR, raising=False)
     report = cut_videos(root, 1.0, 2.0)

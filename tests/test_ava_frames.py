@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from kill_step import kill_after_ffmpeg
 
 from data_prep.ava import frames as frames_mod
 from data_prep.ava.ffmpeg import ENV_VAR, ffmpeg_executable, ffmpeg_version
@@ -19,7 +15,6 @@ from data_prep.ava.frames import count_frames, extract_frames, frame_file_name, 
 from detection.video import FrameStream, VideoWriter
 
 W, H = 64, 48
-REPO = Path(__file__).resolve().parents[1]
 
 
 def make_frame(i: int) -> np.ndarray:
@@ -145,46 +140,12 @@ def test_corrupt_and_truncated_videos_fail_by_name(root: Path) -> None:
     assert sorted(p.name for p in (root / "frames").iterdir()) == ["-5KQ66BBWC4", "clipB"]
 
 
-WRAPPER = """#!/bin/sh
-# Run the real ffmpeg, then wait to be killed: a step killed after ffmpeg, before the rename.
-for a in "$@"; do [ "$a" = "-version" ] && exec "{real}" "$@"; done
-"{real}" "$@" || exit $?
-echo $$ > "{marker}"
-exec sleep 60
-"""
-
-
 def test_kill_mid_step_leaves_no_partial_output(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    marker = tmp_path / "ffmpeg-done"
-    wrapper = tmp_path / "ffmpeg-then-wait"
-    wrapper.write_text(WRAPPER.format(real=ffmpeg_executable(), marker=marker))
-    wrapper.chmod(0o755)
     code = f"from data_prep.ava.frames import extract_frames; extract_frames({str(root)!r}, jobs=1)"
-    env = {**os.environ, ENV_VAR: str(wrapper)}
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env)
-    try:
-        deadline = time.monotonic() + 20
-        while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
-            assert proc.poll() is None, "the extraction ended before it could be killed"
-            time.sleep(0.05)
-        assert marker.exists(), "ffmpeg did not finish in time"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_after_ffmpeg(code, tmp_path, "the extraction")  # its ffmpeg side (the wrapper) died with it
     frames_dir = root / "frames"
     assert [p.name for p in frames_dir.iterdir() if not p.name.startswith(".")] == []  # nothing final
     assert len(list(frames_dir.glob(".*.tmp/*.jpg"))) == 90  # the frames written before the kill
-    # The ffmpeg side (here the wrapper, now sleeping) died with its parent.
-    pid = int(marker.read_text())
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        pytest.fail("the child of the killed step was still running")
 
     monkeypatch.delenv(ENV_VAR, raising=False)
     report = extract_frames(root)

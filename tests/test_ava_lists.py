@@ -5,29 +5,17 @@ import shutil
 from pathlib import Path
 
 import pytest
+from synthetic_data import SPEC, TRAIN, VAL
 
 import detection.formats.ava as ava_format
 from data_prep.ava.lists import write_frame_lists
-from data_prep.synthetic import SyntheticSpec, generate_dataset
-
-SPEC = SyntheticSpec(videos=3, seconds=4, fps=10, width=96, height=64, val_videos=1, seed=5)
-TRAIN, VAL = SPEC.video_ids()
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
-    generate_dataset(root, SPEC)
-    return root
 
 
 @pytest.fixture
-def root(dataset, tmp_path):
+def root(synthetic_root):
     """A copy of the synthetic tree (tests change it), without its frame lists."""
-    out = tmp_path / "ava"
-    shutil.copytree(dataset, out)
-    shutil.rmtree(out / "frame_lists")
-    return out
+    shutil.rmtree(synthetic_root / "frame_lists")
+    return synthetic_root
 
 
 def pyslowfast_image_lists(frame_list_dir: Path, frame_dir: Path, names):
@@ -45,12 +33,12 @@ def pyslowfast_image_lists(frame_list_dir: Path, frame_dir: Path, names):
     return [image_paths[i] for i in range(len(image_paths))], video_names
 
 
-def test_lists_are_the_frames_on_disk_in_pyslowfast_format(dataset, root):
+def test_lists_are_the_frames_on_disk_in_pyslowfast_format(synthetic_dataset, root):
     report = write_frame_lists(root)
     assert report.ok and sorted(report.done) == sorted(TRAIN + VAL)
     for split in ("train", "val"):  # the generator writes the same lists PySlowFast's published ones look like
         name = f"frame_lists/{split}.csv"
-        assert (root / name).read_bytes() == (dataset / name).read_bytes()
+        assert (root / name).read_bytes() == (synthetic_dataset / name).read_bytes()
     assert not (root / "frame_lists" / "test.csv").exists()
     paths, names = pyslowfast_image_lists(root / "frame_lists", root / "frames", ["train.csv"])
     assert names == TRAIN
@@ -125,7 +113,7 @@ def test_without_frames_or_ground_truth(root, tmp_path):
 def test_an_interrupted_write_leaves_the_old_list_or_none(root, monkeypatch):
     assert write_frame_lists(root).ok
     before = (root / "frame_lists" / "train.csv").read_bytes()
-    (root / "frames" / TRAIN[1] / f"{TRAIN[1]}_000040.jpg").unlink()  # the next lists differ
+    (root / "frames" / TRAIN[1] / f"{TRAIN[1]}_{SPEC.num_frames:06d}.jpg").unlink()  # the next lists differ
 
     def killed(src, dst):
         raise KeyboardInterrupt

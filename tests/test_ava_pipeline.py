@@ -4,32 +4,21 @@ import json
 import shutil
 
 import pytest
+from synthetic_data import SPEC, TRAIN, VAL
 
 from data_prep.ava import annotations as annotations_step
 from data_prep.ava import cut, download, frames, lists, manifest, pipeline, proposals
 from data_prep.ava.pipeline import STEPS, PrepOptions, run_all, run_step, verify
 from data_prep.ava.report import StepReport
-from data_prep.synthetic import SyntheticSpec, generate_dataset
 from detection.cli import main
 from detection.config import DetectorConfig
 
-SPEC = SyntheticSpec(videos=3, seconds=4, fps=10, width=96, height=64, val_videos=1, seed=13)
-TRAIN, VAL = SPEC.video_ids()
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
-    generate_dataset(root, SPEC)
-    return root
-
 
 @pytest.fixture
-def root(dataset, tmp_path):
-    out = tmp_path / "ava"
-    shutil.copytree(dataset, out)
-    shutil.rmtree(out / "frame_lists")
-    return out
+def root(synthetic_root):
+    """A copy of the synthetic tree (tests change it), without its frame lists."""
+    shutil.rmtree(synthetic_root / "frame_lists")
+    return synthetic_root
 
 
 def options(root, **kw):
@@ -110,7 +99,7 @@ def test_all_runs_every_step_with_its_options_then_skips_what_is_complete(root, 
     assert calls.steps() == ["annotations", "proposals"]
     # A changed output reruns its step: a frame that disappears, a rewritten proposals file.
     opts.time_offset = 899.0
-    (root / "frames" / TRAIN[0] / f"{TRAIN[0]}_000040.jpg").unlink()
+    (root / "frames" / TRAIN[0] / f"{TRAIN[0]}_{SPEC.num_frames:06d}.jpg").unlink()  # the last one: no gap
     result = run_all(root, opts, start="lists")
     assert result.ok and calls.steps() == ["lists", "annotations", "proposals"]  # once lists ran, all after it do
     assert manifest.step_record(root, "lists").report.details["frame_counts"][TRAIN[0]] == SPEC.num_frames - 1
@@ -149,7 +138,7 @@ def test_verify_catches_a_deleted_frame_and_a_truncated_list(root):
     assert run_all(root, options(root), start="lists").ok
     good = verify(root)
     assert good.ok, good.failed
-    assert good.details["videos"] == 3 and good.details["frames"] == 3 * SPEC.num_frames
+    assert good.details["videos"] == SPEC.videos and good.details["frames"] == SPEC.videos * SPEC.num_frames
     expected = {"frame_lists/train.csv", f"frames/{TRAIN[0]}", "annotations/ava_train_predicted_boxes.csv"}
     assert expected <= set(good.done)
     (root / "frames" / TRAIN[1] / f"{TRAIN[1]}_000005.jpg").unlink()
@@ -158,7 +147,7 @@ def test_verify_catches_a_deleted_frame_and_a_truncated_list(root):
     bad = verify(root)
     assert set(bad.failed) == {f"frames/{TRAIN[1]}", "frame_lists/val.csv", f"frames/{VAL[0]}"}
     assert f"{TRAIN[1]}/{TRAIN[1]}_000005.jpg" in bad.failed[f"frames/{TRAIN[1]}"]
-    assert "the lists step recorded 40" in bad.failed["frame_lists/val.csv"]
+    assert f"the lists step recorded {SPEC.num_frames}" in bad.failed["frame_lists/val.csv"]
     (root / "annotations" / "ava_train_predicted_boxes.csv").unlink()
     (root / "annotations" / "train_predicted_boxes.csv").unlink()
     assert "annotations/ava_train_predicted_boxes.csv" in verify(root).failed
@@ -170,11 +159,12 @@ def test_cli(root, capsys):
             "--backend", "precomputed", "--model", model, "--score-threshold", "0", "--quiet"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "== lists" in out and "lists: 3 done" in out and f"train (annotations/train.csv): {len(TRAIN)} videos" in out
+    assert "== lists" in out and f"lists: {SPEC.videos} done" in out
+    assert f"train (annotations/train.csv): {len(TRAIN)} videos" in out
     assert main(args) == 0
     assert "lists: up to date" in capsys.readouterr().out
     assert main(["prep", "ava", "verify", "--root", str(root)]) == 0
-    assert "verified: 3 videos" in capsys.readouterr().out
+    assert f"verified: {SPEC.videos} videos" in capsys.readouterr().out
     (root / "frames" / VAL[0] / f"{VAL[0]}_000003.jpg").unlink()
     assert main(["prep", "ava", "verify", "--root", str(root)]) == 1
     assert f"failed frames/{VAL[0]}: 1 listed frames are missing" in capsys.readouterr().out

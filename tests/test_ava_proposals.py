@@ -4,31 +4,19 @@ import shutil
 
 import numpy as np
 import pytest
+from synthetic_data import SPEC, TRAIN, VAL
 
 from data_prep.ava.proposals import make_proposals, proposals_path
-from data_prep.synthetic import SyntheticSpec, generate_dataset
 from detection.config import DetectorConfig
 from detection.formats.ava import read_ava_csv
 from detection.persons import factory
 from detection.persons.base import DetectorSettings, PersonDetector
 from detection.persons.detect_job import parts_dir
 
-SPEC = SyntheticSpec(videos=3, seconds=4, fps=10, width=96, height=64, val_videos=1, seed=11)
-TRAIN, VAL = SPEC.video_ids()
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
-    generate_dataset(root, SPEC)
-    return root
-
 
 @pytest.fixture
-def root(dataset, tmp_path):
-    out = tmp_path / "ava"
-    shutil.copytree(dataset, out)
-    return out
+def root(synthetic_root):
+    return synthetic_root
 
 
 def precomputed(root, split):

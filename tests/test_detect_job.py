@@ -5,8 +5,8 @@ import shutil
 
 import numpy as np
 import pytest
+from synthetic_data import SPEC, TRAIN
 
-from data_prep.synthetic import SyntheticSpec, generate_dataset
 from detection.cli import main
 from detection.formats.ava import read_ava_csv
 from detection.persons import factory
@@ -14,23 +14,15 @@ from detection.persons.base import DetectorSettings, PersonDetector
 from detection.persons.detect_job import collect_inputs, parts_dir, run_detect
 from detection.persons.keyframes import parse_keyframes
 
-SPEC = SyntheticSpec(videos=2, seconds=5, fps=10, width=96, height=64, val_videos=0, seed=3)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """Two 5 s synthetic videos at 10 fps (with frame folders and detector-like proposals)."""
-    root = tmp_path_factory.mktemp("syn")
-    generate_dataset(root, SPEC)
-    return root
+PER_VIDEO = int(SPEC.seconds)  # keyframes a video on the AVA schedule (one a second from 0 s)
 
 
 @pytest.fixture
-def videos(dataset, tmp_path):
-    """Copies of the two videos (tests may damage them)."""
+def videos(synthetic_dataset, tmp_path):
+    """Copies of the two train videos (tests may damage them)."""
     out = []
-    for vid in SPEC.video_ids()[0]:
-        shutil.copy(dataset / "videos" / f"{vid}.mp4", tmp_path / f"{vid}.mp4")
+    for vid in TRAIN:
+        shutil.copy(synthetic_dataset / "videos" / f"{vid}.mp4", tmp_path / f"{vid}.mp4")
         out.append(tmp_path / f"{vid}.mp4")
     return out
 
@@ -66,22 +58,23 @@ def detect(*args):
     return main(["detect", *map(str, args), "--quiet"])
 
 
-def test_precomputed_proposals_come_back_unchanged(dataset, videos, tmp_path, capsys):
+def test_precomputed_proposals_come_back_unchanged(synthetic_dataset, videos, tmp_path, capsys):
     """Detecting with the dataset's own proposals at its keyframes reproduces the proposals file."""
-    proposals = dataset / "annotations" / "train_predicted_boxes.csv"
+    proposals = synthetic_dataset / "annotations" / "train_predicted_boxes.csv"
     out = tmp_path / "out" / "proposals.csv"
     status = detect(*videos, "--backend", "precomputed", "--model", proposals, "--score-threshold", "0",
                     "--time-offset", "900", "--keyframes", "ava", "--out", out)
     assert status == 0
     assert out.read_bytes() == proposals.read_bytes()
     printed = capsys.readouterr().out
-    assert "for 2 of 2 videos" in printed and "6 keyframes had no precomputed boxes" in printed  # 0, 1, 4 s
+    unlabelled = 2 * (PER_VIDEO - len(SPEC.keyframe_seconds()))  # AVA keyframes outside the generator's margins
+    assert "for 2 of 2 videos" in printed and f"{unlabelled} keyframes had no precomputed boxes" in printed
     assert not parts_dir(out).exists() and not (tmp_path / "out" / "proposals.csv.failures.json").exists()
     # A frame folder at its frame rate gives the same rows as its video.
-    vid = SPEC.video_ids()[0][0]
+    vid = TRAIN[0]
     folder_out = tmp_path / "folder.csv"
-    assert detect(dataset / "frames" / vid, "--backend", "precomputed", "--model", proposals, "--score-threshold",
-                  "0", "--time-offset", "900", "--folder-fps", "10", "--out", folder_out) == 0
+    assert detect(synthetic_dataset / "frames" / vid, "--backend", "precomputed", "--model", proposals,
+                  "--score-threshold", "0", "--time-offset", "900", "--folder-fps", "10", "--out", folder_out) == 0
     expected = [line for line in proposals.read_text().splitlines(keepends=True) if line.startswith(vid + ",")]
     assert folder_out.read_text() == "".join(expected)
 
@@ -109,7 +102,7 @@ def test_resume_after_an_interruption_gives_the_same_bytes(videos, tmp_path, mon
     assert detect(*videos, "--out", reference) == 0
 
     out = tmp_path / "resumed.csv"
-    first = BrightnessDetector(settings, interrupt_at=5 + 2)  # 5 keyframes in video 1, then 2 of video 2
+    first = BrightnessDetector(settings, interrupt_at=PER_VIDEO + 2)  # all of video 1, then 2 of video 2
     use_detector(monkeypatch, first)
     assert detect(*videos, "--out", out) == 130
     assert "rerun with --resume to continue" in capsys.readouterr().err
@@ -119,12 +112,12 @@ def test_resume_after_an_interruption_gives_the_same_bytes(videos, tmp_path, mon
     second = BrightnessDetector(settings)
     use_detector(monkeypatch, second)
     assert detect(*videos, "--out", out, "--resume") == 0
-    assert second.frames_seen == 5  # only the second video ran again
+    assert second.frames_seen == PER_VIDEO  # only the second video ran again
     assert out.read_bytes() == reference.read_bytes()
     assert "resumed: 1 videos were already done" in capsys.readouterr().out
     assert not parts_dir(out).exists()
     lines = out.read_text().splitlines()
-    assert len(lines) == len(set(lines)) == 2 * 5 * 2  # no duplicates, nothing missing
+    assert len(lines) == len(set(lines)) == 2 * PER_VIDEO * 2  # no duplicates, nothing missing
 
 
 def test_changed_settings_start_over(videos, tmp_path):
@@ -135,13 +128,13 @@ def test_changed_settings_start_over(videos, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_detect(inputs, out, detector, schedule)
     summary = run_detect(inputs, out, BrightnessDetector(), schedule, time_offset=900)
-    assert summary.restarted and summary.resumed == [] and summary.keyframes == 10
+    assert summary.restarted and summary.resumed == [] and summary.keyframes == 2 * PER_VIDEO
     fresh = tmp_path / "fresh.csv"
     run_detect(inputs, fresh, BrightnessDetector(), schedule, time_offset=900)
     assert out.read_bytes() == fresh.read_bytes()
 
 
-def test_a_broken_video_is_reported_and_the_others_written(dataset, videos, tmp_path, monkeypatch, capsys):
+def test_a_broken_video_is_reported_and_the_others_written(videos, tmp_path, monkeypatch, capsys):
     good, other = videos
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video at all" * 50)
@@ -164,7 +157,7 @@ def test_a_broken_video_is_reported_and_the_others_written(dataset, videos, tmp_
     again = BrightnessDetector()
     use_detector(monkeypatch, again)
     assert detect(good, broken, cut, other, "--out", out, "--resume") == 0
-    assert again.frames_seen == 10
+    assert again.frames_seen == 2 * PER_VIDEO
     assert list(dict.fromkeys(read_ava_csv(out).video_ids)) == [good.stem, "broken", "cut", other.stem]
     assert not (tmp_path / "p.csv.failures.json").exists()
 

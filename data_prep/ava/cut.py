@@ -17,19 +17,15 @@ renamed; a clip that is already there with the right duration is skipped without
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from data_prep.ava.ffmpeg import (
     COMMON_OPTIONS,
-    command_line,
+    VideoStep,
     ffmpeg_executable,
-    ffmpeg_version,
-    find_videos,
     format_seconds,
     run_ffmpeg,
-    run_per_video,
 )
 from data_prep.ava.report import StepReport
 from detection.video import VideoReadError, probe
@@ -99,15 +95,9 @@ def cut_videos(root: str | os.PathLike, start_s: float = 900.0, end_s: float = 1
     """
     if not (0 <= start_s <= end_s):
         raise ValueError(f"the window must have 0 <= start_s <= end_s, got {start_s} and {end_s}")
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
-    began = time.monotonic()
     root = Path(root)
-    videos, failed = find_videos(root / INPUT_DIR, names)
-    out_dir = root / OUTPUT_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    exe = ffmpeg_executable()
-    version = ffmpeg_version(exe)  # a binary that does not run fails here, before any work
+    step = VideoStep.start("cut", root / INPUT_DIR, root / OUTPUT_DIR, names=names, jobs=jobs)
+    videos, out_dir, exe = step.videos, step.out_dir, step.executable
     length_s = end_s - start_s + 1
 
     def cut_one(vid: str) -> tuple[bool, float | None]:
@@ -131,24 +121,7 @@ def cut_videos(root: str | os.PathLike, start_s: float = 900.0, end_s: float = 1
             tmp.unlink(missing_ok=True)
         return True, got
 
-    report = StepReport("cut", failed=failed)
-    durations: dict[str, float | None] = {}
-    for vid, result in run_per_video(cut_one, list(videos), jobs=jobs, progress=progress, desc="cut").items():
-        if isinstance(result, Exception):
-            report.failed[vid] = str(result)
-            continue
-        ran, durations[vid] = result
-        (report.done if ran else report.skipped).append(vid)
-    report.details = {
-        "ffmpeg": exe,
-        "ffmpeg_version": version,
-        "command": command_line([exe, *COMMON_OPTIONS, *_cut_args("{input}", "{output}", start_s, end_s)]),
-        "start_s": float(start_s),
-        "end_s": float(end_s),
-        "duration_s": float(length_s),
-        "input_dir": INPUT_DIR,
-        "output_dir": OUTPUT_DIR,
-        "clip_seconds": durations,
-    }
-    report.seconds = time.monotonic() - began
-    return report
+    durations = step.run(cut_one, jobs=jobs, progress=progress)
+    return step.finish(_cut_args("{input}", "{output}", start_s, end_s), start_s=float(start_s), end_s=float(end_s),
+                       duration_s=float(length_s), input_dir=INPUT_DIR, output_dir=OUTPUT_DIR,
+                       clip_seconds=durations)

@@ -10,7 +10,8 @@ Linux it is killed when the Python process that started it dies, so a killed ste
 still writing into a temporary output.
 
 Also here, for the steps that run ffmpeg once per video: :func:`find_videos` (the inputs of a step, by video
-id) and :func:`run_per_video` (a thread pool of ``jobs`` ffmpeg processes, failures kept per video).
+id), :func:`run_per_video` (a thread pool of ``jobs`` ffmpeg processes, failures kept per video) and
+:class:`VideoStep`, the start and end such a step shares (inputs, output folder, ffmpeg version, report).
 """
 
 from __future__ import annotations
@@ -23,16 +24,19 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from data_prep.ava.report import StepReport
 from detection.persons.detect_job import validate_video_id
 
 __all__ = [
-    "COMMON_OPTIONS", "ENV_VAR", "VIDEO_SUFFIXES", "FFmpegError", "command_line", "ffmpeg_executable", "ffmpeg_version",
-    "find_videos", "format_seconds", "run_ffmpeg", "run_per_video",
+    "COMMON_OPTIONS", "ENV_VAR", "VIDEO_SUFFIXES", "FFmpegError", "VideoStep", "command_line", "ffmpeg_executable",
+    "ffmpeg_version", "find_videos", "format_seconds", "run_ffmpeg", "run_per_video",
 ]
 
 ENV_VAR = "ACTDET_FFMPEG"
@@ -215,3 +219,67 @@ def run_per_video(work: Callable[[str], T], video_ids: Sequence[str], *, jobs: i
                 future.cancel()
             raise
     return {vid: results[vid] for vid in video_ids}
+
+
+@dataclass
+class VideoStep:
+    """One run of a step that runs ffmpeg once per video (cut, frames), from its inputs to its report.
+
+    :meth:`start` finds the videos and checks the ffmpeg binary before any work; :meth:`run` does the
+    per-video work and sorts the ids into ``report``; :meth:`finish` records ffmpeg, the command template
+    and the step's own details, and the wall time. ``videos``: id -> input file; ``out_dir``: the step's
+    output folder (created); ``began``: ``time.monotonic()`` at the start.
+    """
+
+    name: str
+    videos: dict[str, Path]
+    out_dir: Path
+    executable: str
+    version: str
+    report: StepReport
+    began: float
+
+    @classmethod
+    def start(cls, name: str, input_dir: Path, out_dir: Path, *, names: Sequence[str] | None,
+              jobs: int) -> VideoStep:
+        """The videos of ``input_dir`` (or ``names`` there; see :func:`find_videos`), ``out_dir`` created.
+
+        Unusable names are already in ``report.failed``. Raises ValueError for ``jobs < 1``,
+        FileNotFoundError when ``input_dir`` is missing, FFmpegError when the ffmpeg binary does not run.
+        """
+        if jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {jobs}")
+        began = time.monotonic()
+        videos, failed = find_videos(input_dir, names)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        exe = ffmpeg_executable()
+        version = ffmpeg_version(exe)  # a binary that does not run fails here, before any work
+        return cls(name, videos, out_dir, exe, version, StepReport(name, failed=failed), began)
+
+    def run(self, work: Callable[[str], tuple[bool, T]], *, jobs: int, progress: bool) -> dict[str, T]:
+        """``work(video_id) -> (whether ffmpeg ran, value)`` for every video (see :func:`run_per_video`).
+
+        Each id goes to ``report.done`` (ffmpeg ran), ``report.skipped`` (already complete) or, with the
+        error's message, ``report.failed``. Returns id -> value for the videos that did not fail, in id order.
+        """
+        values: dict[str, T] = {}
+        for vid, result in run_per_video(work, list(self.videos), jobs=jobs, progress=progress,
+                                         desc=self.name).items():
+            if isinstance(result, Exception):
+                self.report.failed[vid] = str(result)
+                continue
+            ran, values[vid] = result
+            (self.report.done if ran else self.report.skipped).append(vid)
+        return values
+
+    def finish(self, command_args: Sequence[str], **details: Any) -> StepReport:
+        """The report, its details the ffmpeg path and version, the command (``ffmpeg`` + the common options +
+        ``command_args``, a template with placeholders) and then ``details``; ``seconds`` since the start."""
+        self.report.details = {
+            "ffmpeg": self.executable,
+            "ffmpeg_version": self.version,
+            "command": command_line([self.executable, *COMMON_OPTIONS, *command_args]),
+            **details,
+        }
+        self.report.seconds = time.monotonic() - self.began
+        return self.report

@@ -21,21 +21,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from data_prep.ava.ffmpeg import (
-    COMMON_OPTIONS,
-    command_line,
-    ffmpeg_executable,
-    ffmpeg_version,
-    find_videos,
-    format_seconds,
-    run_ffmpeg,
-    run_per_video,
-)
+from data_prep.ava.ffmpeg import VideoStep, format_seconds, run_ffmpeg
 from data_prep.ava.report import StepReport
 from detection.persons.detect_job import validate_video_id
 from detection.video import probe
@@ -157,19 +147,13 @@ def extract_frames(root: str | os.PathLike, naming: Naming = "pyslowfast", fps: 
         raise ValueError(f"fps must be positive, got {fps}")
     if not 1 <= quality <= 31:
         raise ValueError(f"quality (ffmpeg -q:v) must be in 1..31, got {quality}")
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
-    began = time.monotonic()
     root = Path(root)
-    videos, failed = find_videos(root / source_dir, names)
-    frames_dir = root / FRAMES_DIR
-    frames_dir.mkdir(parents=True, exist_ok=True)
-    exe = ffmpeg_executable()
-    version = ffmpeg_version(exe)  # a binary that does not run fails here, before any work
+    step = VideoStep.start("frames", root / source_dir, root / FRAMES_DIR, names=names, jobs=jobs)
+    videos, frames_dir, exe = step.videos, step.out_dir, step.executable
     other: Naming = "mmaction2" if naming == "pyslowfast" else "pyslowfast"
 
-    def extract_one(vid: str) -> tuple[bool, int, bool]:
-        """(whether ffmpeg ran, frame count, whether the count was checked against a duration)."""
+    def extract_one(vid: str) -> tuple[bool, tuple[int, bool]]:
+        """(whether ffmpeg ran, (frame count, whether the count was checked against a duration))."""
         source = videos[vid]
         duration = probe(source).duration_s
         expected = expected_frame_count(duration, fps) if duration is not None else None
@@ -177,7 +161,7 @@ def extract_frames(root: str | os.PathLike, naming: Naming = "pyslowfast", fps: 
         if final.is_dir():
             count, problem = _check_count(final, vid, naming, expected)
             if problem is None:
-                return False, count, expected is not None
+                return False, (count, expected is not None)
             if _numbered(final, vid, other):
                 raise FrameCountError(f"{final}: holds frames named the {other} way; move them away to extract "
                                       f"{naming} frames there")
@@ -197,32 +181,12 @@ def extract_frames(root: str | os.PathLike, naming: Naming = "pyslowfast", fps: 
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return True, count, expected is not None
+        return True, (count, expected is not None)
 
-    report = StepReport("frames", failed=failed)
-    counts: dict[str, int] = {}
-    unverified: list[str] = []
-    for vid, result in run_per_video(extract_one, list(videos), jobs=jobs, progress=progress,
-                                     desc="frames").items():
-        if isinstance(result, Exception):
-            report.failed[vid] = str(result)
-            continue
-        ran, counts[vid], verified = result
-        (report.done if ran else report.skipped).append(vid)
-        if not verified:
-            unverified.append(vid)
-    report.details = {
-        "ffmpeg": exe,
-        "ffmpeg_version": version,
-        "command": command_line([exe, *COMMON_OPTIONS,
-                                 *_frame_args("{input}", "{output_dir}/" + _pattern("{vid}", naming), fps, quality)]),
-        "naming": naming,
-        "fps": fps,
-        "quality": quality,
-        "source_dir": source_dir,
-        "output_dir": FRAMES_DIR,
-        "frames": counts,
-        "count_unverified": unverified,  # videos whose container declares no duration
-    }
-    report.seconds = time.monotonic() - began
-    return report
+    results = step.run(extract_one, jobs=jobs, progress=progress)
+    return step.finish(
+        _frame_args("{input}", "{output_dir}/" + _pattern("{vid}", naming), fps, quality),
+        naming=naming, fps=fps, quality=quality, source_dir=source_dir, output_dir=FRAMES_DIR,
+        frames={vid: count for vid, (count, _) in results.items()},
+        count_unverified=[vid for vid, (_, verified) in results.items() if not verified],  # no declared duration
+    )

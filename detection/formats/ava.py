@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from detection.formats.files import atomic_write
 from detection.structures import as_boxes
 
 __all__ = [
@@ -113,16 +114,6 @@ def format_timestamp(seconds: float) -> str:
     if float(seconds).is_integer():
         return f"{int(seconds):04d}"
     return f"{seconds:.4f}".rstrip("0")
-
-
-def atomic_write(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def read_ava_csv(path: str | Path, kind: Kind = "detections") -> AvaRows:

@@ -36,6 +36,7 @@ from detection.config import (
     load_config,
     shipped_file,
 )
+from detection.formats.files import atomic_path
 from detection.models.action_model import ActionModel, InputSpec, build_action_model
 from detection.models.pytorchvideo_ava import (
     AVA_EVALUATED,
@@ -354,13 +355,8 @@ def save_checkpoint(
         "config": _config_dict(model, config),
         "label_map": [[int(i), str(n)] for i, n in model.label_map],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

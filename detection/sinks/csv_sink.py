@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 
 from detection.formats.ava import format_timestamp
+from detection.formats.files import AtomicTextWriter
 from detection.structures import KeyframeDetections, LabelMap
 
 __all__ = ["DetectionsCsvSink"]
 
 
-class DetectionsCsvSink:
+class DetectionsCsvSink(AtomicTextWriter):
     """Append keyframes' detections to a CSV, atomically renamed on :meth:`close`.
 
     ``label_map``: the columns of ``action_scores``. ``min_score``: action rows scoring at least this are
@@ -33,10 +33,7 @@ class DetectionsCsvSink:
 
     def __init__(self, path: str | os.PathLike, label_map: LabelMap, *, time_offset: float = 0.0,
                  min_score: float = 0.0, track_ids: bool = True, decimals: int = 3) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
-        self._file = open(self._tmp, "w", encoding="utf-8", newline="")
+        super().__init__(path)
         self._ids = [str(i) for i in label_map.ids]
         self.time_offset, self.min_score, self.track_ids = float(time_offset), float(min_score), track_ids
         self._box = ",".join([f"{{:.{decimals}f}}"] * 4)
@@ -65,21 +62,3 @@ class DetectionsCsvSink:
                          for p, c, s in zip(person.tolist(), column.tolist(), scores, strict=True)]
             self._file.write("".join(lines))
             self.rows += len(lines)
-
-    def close(self) -> None:
-        """Finish the file and move it to ``path``."""
-        if not self._file.closed:
-            self._file.close()
-            os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        """Stop without writing ``path``."""
-        if not self._file.closed:
-            self._file.close()
-        self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> DetectionsCsvSink:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.abort() if exc_type is not None else self.close()

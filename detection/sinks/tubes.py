@@ -11,8 +11,8 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable
-from pathlib import Path
 
+from detection.formats.files import AtomicTextWriter
 from detection.formats.tubes import VideoTubes
 from detection.structures import Tube
 
@@ -21,7 +21,7 @@ __all__ = ["TubesJsonSink"]
 _SEPARATORS = (",", ":")
 
 
-class TubesJsonSink:
+class TubesJsonSink(AtomicTextWriter):
     """Stream tubes into ``path`` (a temporary file renamed on :meth:`close`).
 
     ``video``: the video's name, fps, size (pixels; 0 when unknown) and labels; its ``tubes`` are ignored.
@@ -29,15 +29,12 @@ class TubesJsonSink:
     """
 
     def __init__(self, path: str | os.PathLike, video: VideoTubes, decimals: int = 4) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
         self._header = VideoTubes(video.video, video.fps, video.width, video.height, dict(video.labels), [])
         self._decimals = decimals
         head = json.dumps(self._header.to_dict(decimals), separators=_SEPARATORS)
         if not head.endswith('"tubes":[]}'):
             raise AssertionError(f"unexpected tubes JSON layout: {head[-40:]}")
-        self._file = open(self._tmp, "w", encoding="utf-8", newline="")
+        super().__init__(path)
         self._file.write(head[: -len("]}")])
         self.counts: Counter[int] = Counter()
 
@@ -52,16 +49,4 @@ class TubesJsonSink:
     def close(self) -> None:
         if not self._file.closed:
             self._file.write("]}\n")
-            self._file.close()
-            os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> TubesJsonSink:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.abort() if exc_type is not None else self.close()
+        super().close()
