@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -256,3 +257,23 @@ def test_kill_then_resume_gives_the_same_bytes(tmp_path, videos):
         for name in FILES:
             assert (out / video / name).read_bytes() == (ref / video / name).read_bytes(), (video, name)
     assert not list(out.glob(".*"))
+
+
+def test_torchrun_shares_the_videos_out_and_rank_0_summarises(tmp_path):
+    videos = [make_video(tmp_path / f"v{i}.mp4", 1.0 + 0.5 * i) for i in range(3)]
+    env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+    script = str(_run_script(tmp_path, 0.0))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    two = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", script, str(tmp_path / "two"),
+                          *map(str, videos)], env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, script, str(tmp_path / "one"), *map(str, videos)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    # Rank 0 took videos 0 and 2, rank 1 video 1; rank 0's summary lists all three in the given order.
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert [v["video_id"] for v in summary["videos"]] == ["v0", "v1", "v2"]
+    assert all(v["status"] == "done" for v in summary["videos"])
+    for video in ("v0", "v1", "v2"):
+        for name in FILES:
+            assert (tmp_path / "two" / video / name).read_bytes() == (tmp_path / "one" / video / name).read_bytes()
