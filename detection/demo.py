@@ -106,17 +106,20 @@ def render_groundtruth_preview(video_path: Path, gt: ActGroundTruth, video: str,
 def _trained_checkpoint(cfg: Config, train_dir: Path, quiet: bool) -> tuple[Path, int, bool]:
     """Train ``cfg`` into ``train_dir``, or reuse / resume the run there; (checkpoint, steps, reused)."""
     from detection.engine.trainer import train
+    from detection.models.zoo import read_actdet_checkpoint
 
     last = train_dir / "last.pt"
-    result = None
+    result, done_before = None, None
     if last.is_file():
         try:
+            done_before = int(read_actdet_checkpoint(last).get("train_state", {}).get("step", -1))
             result = train(cfg, train_dir, resume=True, device="cpu", quiet=quiet)
-        except ValueError:  # another config trained there: start over
+        except ValueError:  # unreadable, or another config trained there: start over
             shutil.rmtree(train_dir)
     if result is None:
+        done_before = None
         result = train(cfg, train_dir, device="cpu", quiet=quiet)
-    reused = result.seconds < 5.0 and not result.stopped_early
+    reused = done_before == result.step  # the earlier run had finished: nothing was trained now
     return result.best_checkpoint or result.last_checkpoint, result.step, reused
 
 

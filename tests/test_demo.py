@@ -11,7 +11,8 @@ from detection.video import FrameStream, probe
 from eval.frame_map import evaluate_frame_map_files
 
 # A demo small enough for a test: 3 videos of 5 s, a handful of training steps.
-SMALL = ["data.synthetic.videos=3", "data.synthetic.seconds=5", "data.synthetic.keyframe_margin_s=1", "data.synthetic.frames=false", "data.source=videos",
+SMALL = ["data.synthetic.videos=3", "data.synthetic.seconds=5", "data.synthetic.keyframe_margin_s=1",
+         "data.synthetic.frames=false", "data.source=videos", "data.synthetic.val_videos=1",
          "train.max_steps=4", "train.warmup_steps=1", "train.eval_every=4", "train.checkpoint_every=4",
          "train.batch_size=2", "train.num_workers=0", "train.log_every=2"]
 
@@ -47,7 +48,8 @@ def test_demo_trains_runs_and_evaluates_end_to_end(tmp_path):
     source = tmp_path / "data" / "videos" / f"{video}.mp4"
     annotated = {int(t[0]) - 1 for tubes in gt.gttubes[video].values() for tube in tubes for t in tube}
     with FrameStream(source) as src, FrameStream(preview) as out:
-        changed = np.array([np.abs(a.image.astype(int) - b.image.astype(int)).max() > 60 for a, b in zip(src, out)])
+        pairs = zip(src, out, strict=True)
+        changed = np.array([np.abs(a.image.astype(int) - b.image.astype(int)).max() > 60 for a, b in pairs])
     assert len(changed) == 150
     assert changed[sorted(annotated)].all() and not changed[[i for i in range(150) if i not in annotated]].any()
 
