@@ -56,7 +56,7 @@ from detection.persons.detect_job import validate_video_id
 from detection.persons.keyframes import KeyframeSchedule, parse_keyframes
 from detection.structures import KeyframeDetections
 from detection.tubes.linker import LinkerConfig, TubeLinker
-from detection.video import FrameStream, VideoDecodeWarning, VideoReadError, probe
+from detection.video import Frame, FrameStream, VideoDecodeWarning, VideoReadError, probe
 
 __all__ = [
     "RunSummary", "VideoResult", "VideoRunError", "detector_fingerprint_of", "model_fingerprint", "resolve_device",
@@ -333,6 +333,10 @@ class _Classifier:
         b = [torch.from_numpy(np.ascontiguousarray(bx, np.float32)).to(self.device, non_blocking=on_cuda)
              for bx in boxes]
         scores = self.model.predict(x, b).float().cpu().numpy()
+        # Kept to 1e-4 (the CSV keeps 4 decimals): the same model on the same clips can differ in the last
+        # float bits between processes (SIMD kernels depend on memory alignment), and a resumed run must
+        # write the bytes of an uninterrupted one, captions included.
+        scores = np.round(scores, 4).astype(np.float32)
         bounds = np.cumsum([0] + [len(bx) for bx in boxes])
         return [scores[bounds[i] : bounds[i + 1]] for i in range(len(boxes))]
 
@@ -374,7 +378,7 @@ class _VideoJob:
         run = self.run
         picker = _KeyframePicker(self.schedule, self.info.fps, run.start_s, run.end_s)
         need_image = not self.lookup
-        last: tuple[int, np.ndarray | None] = (-1, None)
+        last: tuple[int, Frame | None] = (-1, None)
         with FrameStream(self.path, size=sizes["decode"], start_s=run.start_s, end_s=run.end_s) as stream:
             it = iter(stream)
             while True:
@@ -390,16 +394,17 @@ class _VideoJob:
                     display = image if sizes["display"] == sizes["decode"] else cv2.resize(
                         image, sizes["display"], interpolation=cv2.INTER_AREA)
                 keys = picker.picks(frame.index, frame.time_s)
-                last = (frame.index, image if need_image else None)
+                last = (frame.index, frame if need_image else None)
+                full = stream.full_image(frame) if keys and need_image else None
                 self.timings["decode_s"] += time.perf_counter() - clock
-                yield frame.index, model_image, display, keys, image if (keys and need_image) else None
+                yield frame.index, model_image, display, keys, full
             if stream.stopped_early:
                 where = (f"after frame {stream.last_good[0]} ({stream.last_good[1]:.3f} s)" if stream.last_good
                          else "before the first frame")
                 raise VideoRunError(f"{self.path}: decoding stopped early {where} (truncated or corrupt file)")
-        tail = picker.finish(last[0])
-        if tail:
-            yield None, None, None, tail, last[1]
+            tail = picker.finish(last[0])
+            if tail:
+                yield None, None, None, tail, stream.full_image(last[1]) if last[1] is not None else None
 
     # -- sink thread -------------------------------------------------------------------------------
     def _open_sinks(self, display: tuple[int, int], num_frames: int | None, stride: int) -> None:
@@ -589,11 +594,9 @@ class _VideoJob:
         display = (_even_size(run.video_short_side, info.width, info.height) if run.video_short_side
                    else (info.width - info.width % 2, info.height - info.height % 2))
         full = (info.width, info.height)
-        # Decode once at the largest size needed: the original for a detector that looks at pixels, else
-        # the annotated output's size (when not below the model's), else the model's.
-        if not self.lookup:
-            decode = full
-        elif run.video:
+        # Decode every frame once, at the annotated output's size (when not below the model's) or the model's;
+        # a detector that looks at pixels gets its keyframes at the original size (FrameStream.full_image).
+        if run.video:
             decode = display if min(display) >= min(model_size) else full
         else:
             decode = model_size

@@ -11,7 +11,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -47,11 +47,15 @@ class VideoInfo:
 
 @dataclass
 class Frame:
-    """One decoded frame: 0-based ``index``, presentation time ``time_s`` (seconds), RGB ``image``."""
+    """One decoded frame: 0-based ``index``, presentation time ``time_s`` (seconds), RGB ``image``.
+
+    ``source``: the decoded frame itself, for :meth:`FrameStream.full_image` (None for frames made elsewhere).
+    """
 
     index: int
     time_s: float
     image: np.ndarray
+    source: av.VideoFrame | None = field(default=None, repr=False, compare=False)
 
 
 def _exact(x: float | Fraction) -> Fraction:
@@ -143,6 +147,7 @@ class FrameStream:
         if threads:
             self._stream.thread_type = "AUTO"
         self._reformatter = VideoReformatter()  # keeps one swscale context for all frames
+        self._full_reformatter: VideoReformatter | None = None  # full_image's, made on first use
         self._iterated = False
         self._error: av.error.FFmpegError | None = None
         self.stopped_early = False
@@ -167,6 +172,19 @@ class FrameStream:
         w, h = self.size
         rgb = self._reformatter.reformat(frame, width=w, height=h, format="rgb24")
         return np.ascontiguousarray(rgb.to_ndarray())  # rows may be padded
+
+    def full_image(self, frame: Frame) -> np.ndarray:
+        """``frame`` (one of this stream's) as RGB at the video's own size, whatever ``size`` is: for the few
+        frames that need every pixel (a detector's keyframes) while the others are decoded small."""
+        if frame.source is None:
+            raise ValueError(f"{self.path}: frame {frame.index} does not come from this stream")
+        if self.size == (self.info.width, self.info.height):
+            return frame.image
+        if self._full_reformatter is None:
+            self._full_reformatter = VideoReformatter()
+        rgb = self._full_reformatter.reformat(frame.source, width=self.info.width, height=self.info.height,
+                                              format="rgb24")
+        return np.ascontiguousarray(rgb.to_ndarray())
 
     def _raw(self) -> Iterator[av.VideoFrame]:
         """Decoded frames; after a decode error, what the decoder still holds, then the error is kept."""
@@ -218,7 +236,7 @@ class FrameStream:
 
     def _plain(self) -> Iterator[Frame]:
         for index, t, frame in self._decoded(self._start, self._end):
-            yield Frame(index, float(t), self._to_rgb(frame))
+            yield Frame(index, float(t), self._to_rgb(frame), frame)
 
     def _resampled(self) -> Iterator[Frame]:
         out, period, end = self._out_rate, 1 / self._rate, self._end
@@ -231,7 +249,7 @@ class FrameStream:
                 image = images[t].copy()  # a duplicated frame; callers may draw on their copy
             else:
                 image = images[t] = self._to_rgb(frame)
-            return Frame(k, float(k / out), image)
+            return Frame(k, float(k / out), image, frame)
 
         prev: tuple[Fraction, av.VideoFrame] | None = None
         # Source frames one period beyond the window, so the nearest one to each edge time is seen.
