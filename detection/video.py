@@ -347,13 +347,15 @@ class VideoWriter:
 
     Frames go to ``.<stem>.tmp<suffix>`` next to ``path``, renamed to ``path`` by a clean ``close()``;
     an exception inside ``with`` deletes the temp file and leaves an existing ``path`` alone. Frame ``i``
-    has timestamp ``i / fps`` seconds. x264 runs a fixed number of ``threads`` because its automatic
-    count (``threads=0``) follows the machine's cores and changes the bytes; with a fixed count the same
-    frames give the same file on any machine (with the same FFmpeg/x264 build).
+    has timestamp ``i / fps`` seconds. x264 runs single-threaded by default: its automatic thread count
+    follows the machine's cores, and even a fixed count above one gave different bytes for the same frames
+    in different processes (measured: the same video encoded after another one, or beside another process);
+    with one thread the same frames give the same file on any machine (same FFmpeg/x264 build). ``threads``
+    > 1 encodes faster where the bytes need not repeat.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, width: int, height: int, *, crf: int = 20,
-                 preset: str = "veryfast", threads: int = 4) -> None:
+                 preset: str = "veryfast", threads: int = 1) -> None:
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             raise ValueError(f"{path}: yuv420p needs positive even width and height, got {width}x{height}")
         if fps <= 0:
