@@ -104,9 +104,10 @@ def compute_only(path: Path, config: str, keyframes: str) -> float:
     import cv2
     import torch
 
+    from detection.data.ava_dataset import clip_indices
     from detection.models.zoo import build_model
     from detection.persons.keyframes import parse_keyframes
-    from detection.pipeline import _Classifier, _clip_indices, _even_size
+    from detection.pipeline import _Classifier, _even_size
     from detection.video import FrameStream
 
     torch.manual_seed(0)
@@ -125,7 +126,7 @@ def compute_only(path: Path, config: str, keyframes: str) -> float:
                 full[f.index] = f.image
     last = len(frames) - 1
     keys = sorted(full)
-    clips = [np.stack([frames[i] for i in np.clip(_clip_indices(k, spec.num_frames, spec.sampling_rate), 0, last)])
+    clips = [np.stack([frames[i] for i in clip_indices(k, spec.num_frames, spec.sampling_rate, last + 1)])
              for k in keys]
     classify = _Classifier(model, torch.device("cpu"))
     t = time.perf_counter()

@@ -488,10 +488,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from detection.config import DetectorConfig, RunConfig, config_from_dict, config_to_dict, load_config
+    from detection.device import resolve_device
     from detection.models.weights import WeightsUnavailableError
     from detection.models.zoo import build_model, load_checkpoint
     from detection.persons import factory
-    from detection.pipeline import detector_fingerprint_of, resolve_device, run_videos
+    from detection.pipeline import detector_fingerprint_of, run_videos
 
     if (args.model is None) == (args.config is None):
         print("actdet run: error: give either --model NAME or --config FILE (with --weights CKPT)", file=sys.stderr)

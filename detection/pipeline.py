@@ -49,6 +49,7 @@ from typing import Any, Literal
 import numpy as np
 
 from detection.config import RunConfig, config_to_dict
+from detection.data.ava_dataset import clip_indices
 from detection.formats.ava import atomic_write
 from detection.formats.tubes import VideoTubes
 from detection.persons.base import PersonDetections, PersonDetector
@@ -56,10 +57,10 @@ from detection.persons.detect_job import validate_video_id
 from detection.persons.keyframes import KeyframeSchedule, parse_keyframes
 from detection.structures import KeyframeDetections
 from detection.tubes.linker import LinkerConfig, TubeLinker
-from detection.video import Frame, FrameStream, VideoDecodeWarning, VideoReadError, probe
+from detection.video import Frame, FrameStream, VideoDecodeWarning, VideoReadError, output_size, probe
 
 __all__ = [
-    "RunSummary", "VideoResult", "VideoRunError", "detector_fingerprint_of", "model_fingerprint", "resolve_device",
+    "RunSummary", "VideoResult", "VideoRunError", "detector_fingerprint_of", "model_fingerprint",
     "run_video", "run_videos", "shard_of",
 ]
 
@@ -295,17 +296,7 @@ class _Keyframe:
 
 def _even_size(short_side: int, width: int, height: int) -> tuple[int, int]:
     """(width, height) with the short side ``short_side`` (never above the video's), both even."""
-    short = min(short_side, min(width, height))
-    scale = short / min(width, height)
-    return max(2, 2 * round(width * scale / 2)), max(2, 2 * round(height * scale / 2))
-
-
-def resolve_device(device: str) -> Any:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return output_size(min(short_side, width, height), width, height)
 
 
 class _Classifier:
@@ -348,10 +339,6 @@ class _Classifier:
 def _signature(path: Path) -> dict[str, Any]:
     stat = path.stat()
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def _clip_indices(center: int, num_frames: int, rate: int) -> np.ndarray:
-    return center + (np.arange(num_frames) - num_frames // 2) * rate
 
 
 class _VideoJob:
@@ -486,7 +473,7 @@ class _VideoJob:
         self.timings["detector_s"] += time.perf_counter() - clock
 
     def _cut(self, key: _Keyframe, ring: deque, first: int, last: int) -> None:
-        wanted = np.clip(_clip_indices(key.index, self.spec.num_frames, self.spec.sampling_rate), first, last)
+        wanted = np.clip(clip_indices(key.index, self.spec.num_frames, self.spec.sampling_rate, None), first, last)
         have = {i: image for i, image in ring}
         indices = np.array(sorted(have))
         if not np.isin(wanted, indices).all():  # a frame missing (decode gap): the nearest one kept

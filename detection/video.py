@@ -21,7 +21,7 @@ from av.video.reformatter import VideoReformatter
 
 __all__ = [
     "Frame", "FrameStream", "VideoDecodeWarning", "VideoInfo", "VideoReadError", "VideoWriter",
-    "probe", "read_clip", "read_frames",
+    "output_size", "probe", "read_clip", "read_frames",
 ]
 
 
@@ -99,7 +99,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         return _info(str(path), container, stream, rate)
 
 
-def _output_size(size: int | tuple[int, int] | None, width: int, height: int) -> tuple[int, int]:
+def output_size(size: int | tuple[int, int] | None, width: int, height: int) -> tuple[int, int]:
+    """``(width, height)`` of a ``width × height`` video resized to ``size``: None (unchanged), the short side
+    in pixels (aspect kept, both rounded to even, as codecs need), or an explicit ``(width, height)``."""
     if size is None:
         return width, height
     if isinstance(size, (int, np.integer)):  # the short side; keep the aspect ratio, even for codecs
@@ -140,7 +142,7 @@ class FrameStream:
         self._container, self._stream, self._rate = _open(self.path)
         self.info = _info(self.path, self._container, self._stream, self._rate)
         try:
-            self.size = _output_size(size, self.info.width, self.info.height)
+            self.size = output_size(size, self.info.width, self.info.height)
         except ValueError:
             self.close()
             raise

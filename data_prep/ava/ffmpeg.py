@@ -273,8 +273,9 @@ class VideoStep:
         return values
 
     def finish(self, command_args: Sequence[str], **details: Any) -> StepReport:
-        """The report, its details the ffmpeg path and version, the command (``ffmpeg`` + the common options +
-        ``command_args``, a template with placeholders) and then ``details``; ``seconds`` since the start."""
+        """The finished report. Its ``details`` hold the ffmpeg path and version, the command line (ffmpeg,
+        the common options, then ``command_args``: a template whose placeholders stand for each video's paths)
+        and the step's own ``details``; ``seconds`` is the time since :meth:`start`."""
         self.report.details = {
             "ffmpeg": self.executable,
             "ffmpeg_version": self.version,

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from detection.config import Config, config_to_dict
-from detection.engine.distributed import all_reduce_sum
+from detection.engine.distributed import all_reduce_sum, unwrap_model
 from detection.formats.files import atomic_path
 from detection.models.zoo import CHECKPOINT_FORMAT, read_actdet_checkpoint
 
@@ -206,10 +206,6 @@ def _check_plain(obj: Any, where: str) -> None:
                     "(use numbers, strings, tensors, lists and dicts)")
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
-
-
 def _world_rank() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
@@ -235,7 +231,7 @@ def save_training_checkpoint(
     was. Raises TypeError naming the entry when ``state.extra`` holds values ``weights_only`` cannot read.
     """
     path = Path(path)
-    core = _unwrap(model)
+    core = unwrap_model(model)
     _check_plain(state.extra, "extra")
     if state.best_metric is not None and not isinstance(state.best_metric, int | float):
         raise TypeError(f"best_metric must be a number or None, got {type(state.best_metric).__name__}")
@@ -323,7 +319,7 @@ def load_training_checkpoint(
                 f"Differences (saved -> now): {'; '.join(differences)}"
             )
     try:
-        _unwrap(model).load_state_dict(data["model"])
+        unwrap_model(model).load_state_dict(data["model"])
         if optimizer is not None:
             optimizer.load_state_dict(ts["optimizer"])
         if scheduler is not None and ts.get("scheduler") is not None:

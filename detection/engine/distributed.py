@@ -25,6 +25,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from detection.device import resolve_device
+
 __all__ = [
     "DistContext",
     "GlobalBatchSampler",
@@ -38,7 +40,7 @@ __all__ = [
     "is_main",
     "loss_weight",
     "no_sync",
-    "resolve_device",
+    "unwrap_model",
     "seed_everything",
 ]
 
@@ -49,11 +51,9 @@ def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else the CPU; otherwise ``torch.device(device)``."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel (or any wrapper with ``.module``), else ``model``."""
+    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from detection.config import Config
 from detection.data import AvaDataset, collate
-from detection.engine.distributed import DistContext, all_gather_object, eval_shard
+from detection.engine.distributed import DistContext, all_gather_object, eval_shard, unwrap_model
 from detection.formats.ava import AvaRows, read_ava_table, read_exclusions, write_ava_csv
 from detection.structures import KeyframeDetections, LabelMap
 
@@ -109,10 +109,6 @@ class EvalResult:
         return text
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
-
-
 def _split_files(cfg: Config, split: str) -> tuple[Path, Path | None]:
     """Ground-truth CSV and exclusions of ``split`` (``test`` reads val's files, as the dataset does)."""
     data = cfg.data
@@ -143,7 +139,7 @@ def score_split(
     the scores on rank 0 and None on the other ranks.
     """
     ctx = ctx or DistContext()
-    core = _unwrap(model)
+    core = unwrap_model(model)
     device = next(core.parameters()).device
     indices = eval_shard(len(dataset), ctx.rank, ctx.world_size)
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -271,7 +267,7 @@ def evaluate(
     """
     start = time.perf_counter()
     ctx = ctx or DistContext()
-    core = _unwrap(model)
+    core = unwrap_model(model)
     out_dir = Path(out_dir)
     tc = cfg.train
     if dataset is None:

@@ -26,6 +26,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from detection.config import TrainConfig
+from detection.engine.distributed import unwrap_model
 
 __all__ = [
     "build_optimizer",
@@ -41,11 +42,6 @@ __all__ = [
 _BLOCK = re.compile(r"^backbone\.blocks\.(\d+)\.")
 _EMBEDDINGS = ("backbone.conv_proj.", "backbone.pos_encoding.")
 _POSITION_NAMES = ("pos_encoding.", "rel_pos_", "pos_embed", "cls_token", "class_token")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel (or any wrapper with ``.module``), else ``model``."""
-    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
@@ -70,7 +66,7 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
     :func:`build_optimizer`), ``layer_id`` and a ``name`` like ``"layer3_decay"``. Raises ValueError when
     ``layer_decay`` is set and the model has no ``backbone.blocks`` to decay over.
     """
-    core = _unwrap(model)
+    core = unwrap_model(model)
     depth = 0
     if layer_decay is not None:
         blocks = getattr(getattr(core, "backbone", None), "blocks", None)

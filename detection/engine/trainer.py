@@ -59,6 +59,7 @@ from detection.engine.distributed import (
     init_distributed,
     no_sync,
     seed_everything,
+    unwrap_model,
 )
 from detection.engine.evaluator import EvalResult, evaluate
 from detection.engine.logger import MetricLogger, ThroughputMeter
@@ -92,10 +93,6 @@ def prepare_data(cfg: Config, quiet: bool = False) -> None:
     from data_prep.synthetic import generate_dataset
 
     generate_dataset(cfg.data.root, cfg.data.synthetic, progress=not quiet)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
 
 
 def _eval_due(tc: Any, step: int, total: int, epoch_done: bool) -> bool:
@@ -169,7 +166,7 @@ def _train(cfg: Config, out: Path, ctx: DistContext, *, resume: bool, quiet: boo
     total, _ = schedule_steps(tc, sampler.steps_per_epoch)
     bf16 = use_bf16(tc, ctx.device)
     model = ctx.wrap(model)
-    core = _unwrap(model)
+    core = unwrap_model(model)
 
     state = TrainState(world_size=ctx.world_size)
     if resume:

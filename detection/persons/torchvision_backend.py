@@ -33,10 +33,11 @@ from torch import Tensor, nn
 from torchvision.models import detection as tvd
 from torchvision.ops import boxes as box_ops
 
+from detection.device import resolve_device
 from detection.models.weights import DOWNLOAD_TIMEOUT_S, WeightsLoadError, WeightsUnavailableError, socket_timeout
 from detection.persons.base import DetectorSettings, PersonDetector
 
-__all__ = ["MODELS", "PERSON_LABEL", "TorchvisionDetector", "TorchvisionModel", "resolve_device"]
+__all__ = ["MODELS", "PERSON_LABEL", "TorchvisionDetector", "TorchvisionModel"]
 
 PERSON_LABEL = 1  # COCO's "person" in torchvision's 91-class (and Keypoint R-CNN's 2-class) numbering
 
@@ -71,19 +72,6 @@ MODELS: dict[str, TorchvisionModel] = {
                          tvd.KeypointRCNN_ResNet50_FPN_Weights, keypoints=True),
     )
 }
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else the CPU; otherwise ``torch.device(device)`` ("cpu", "cuda:1")."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"device {device!r}: expected auto, cpu or cuda[:k] ({err})") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available here (use --device cpu or auto)")
-    return resolved
 
 
 def _person_postprocess(
