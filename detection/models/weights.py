@@ -563,8 +563,10 @@ def _use_pytorchvideo_pool_norms(backbone: nn.Module) -> None:
     """
     from torchvision.models.video.mvit import Pool
 
+    from detection.models.backbone import ChannelsLastPool
+
     for module in backbone.modules():
-        if isinstance(module, Pool) and module.norm_act is not None:  # the skip pool has no norm
+        if isinstance(module, (Pool, ChannelsLastPool)) and module.norm_act is not None:  # not the skip pool
             for norm in module.norm_act:
                 if isinstance(norm, nn.LayerNorm):
                     norm.eps = 1e-5

@@ -441,7 +441,9 @@ class TubeLinker:
         keys = np.empty((len(key_frames), 5), np.float32)
         keys[:, :4] = self._box[slot, pos]
         keys[:, 4] = self._ascore[slot, pos, c]
-        if len(keys) > 1:  # interpolate_at without its checks; clipped only where extended past the keyframes
+        if start == first_frame and end == last_frame and len(frames) == len(key_frames):
+            values = keys  # a keyframe on every frame of the tube: nothing to interpolate
+        elif len(keys) > 1:  # interpolate_at without its checks; clipped only where extended past the keyframes
             values = _interpolate(key_frames, keys, frames, clip=start < first_frame or end > last_frame)
         else:
             values = interpolate_at(key_frames, keys, frames)
