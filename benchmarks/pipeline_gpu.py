@@ -54,8 +54,8 @@ def main() -> None:
     settings = DetectorSettings(score_threshold=0.0, max_people=args.people, batch_size=4, device=args.device)
     detector = TorchvisionDetector("fasterrcnn_resnet50_fpn_v2", weights="random", settings=settings)
     # Warm-up on a short piece: CUDA context, cuDNN autotuning and allocator growth stay out of the figure.
-    run_videos([video], model, detector, work / "warmup", run=RunConfig(keyframes=args.keyframes, end_s=4.0, video=False,
-                                                                         device=args.device))
+    warmup = RunConfig(keyframes=args.keyframes, end_s=4.0, video=False, device=args.device)
+    run_videos([video], model, detector, work / "warmup", run=warmup)
     for with_video in (False, True):
         run = RunConfig(keyframes=args.keyframes, batch_size=8, video=with_video, cvat=with_video,
                         device=args.device)
@@ -65,7 +65,8 @@ def main() -> None:
         v = summary.videos[0]
         if v.status != "done":
             raise SystemExit(f"run failed: {v.status} {v.error}")
-        print(f"{args.config}, {args.height}p30, {args.keyframes} keyframes ({v.keyframes}), {args.people} people each, "
+        print(f"{args.config}, {args.height}p30, {args.keyframes} keyframes ({v.keyframes}), "
+              f"{args.people} people each, "
               f"annotated.mp4 {'on' if with_video else 'off'}: {v.video_s:.0f} s of video in {wall:.1f} s = "
               f"{v.video_s / wall:.1f}x real time; timings {v.timings}")
     if cuda:
