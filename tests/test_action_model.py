@@ -103,7 +103,7 @@ def test_bad_clips_are_clear_errors():
 def test_build_from_the_tiny_config():
     cfg = tiny_config()
     model = build_action_model(cfg, synthetic_label_map())
-    assert model.input_spec == InputSpec(8, 2, 128, (128, 160))
+    assert model.input_spec == InputSpec(8, 4, 128, (128, 160))
     assert model.head.feature_stride == model.backbone.feature_stride == 16
     assert model.load_report is None  # weights: null
     out = model(torch.randn(2, 3, 8, 64, 80), BOXES[:2])  # any size runs
