@@ -36,6 +36,18 @@ def synthetic_dataset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def training_dataset(tmp_path_factory) -> Path:
+    """The root of the dataset of ``synthetic_data.TRAINING_SPEC`` (training and evaluation tests), read-only."""
+    from synthetic_data import TRAINING_SPEC
+
+    from data_prep.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("synthetic_training")
+    generate_dataset(root, TRAINING_SPEC)
+    return root
+
+
 @pytest.fixture
 def synthetic_root(synthetic_dataset, tmp_path) -> Path:
     """A copy of :func:`synthetic_dataset` at ``tmp_path / "ava"``, for a test to change."""

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from synthetic_data import training_overrides
 from torch import nn
 
-from data_prep.synthetic import SyntheticSpec, generate_dataset
 from detection.config import load_config
 from detection.data import AvaDataset
 from detection.engine.evaluator import evaluate, reference_map
@@ -12,19 +12,14 @@ from detection.models.action_model import InputSpec
 from detection.models.zoo import config_label_map
 from eval.frame_map import evaluate_frame_map_files
 
-SPEC = dict(videos=3, seconds=6, width=128, height=96, seed=1, keyframe_margin_s=1, max_people=3)
-
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_dataset(root, SyntheticSpec(**SPEC))
-    return root
+def data_root(training_dataset):
+    return training_dataset
 
 
 def make_config(root, *extra):
-    synthetic = [f"data.synthetic.{k}={v}" for k, v in SPEC.items()]
-    return load_config("synthetic/tiny", [f"data.root={root}", *synthetic, "model.backbone.input_size=[4, 64, 64]",
+    return load_config("synthetic/tiny", [*training_overrides(root), "model.backbone.input_size=[4, 64, 64]",
                                           "train.num_workers=0", *extra])
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthetic_data import training_overrides
 
-from data_prep.synthetic import SyntheticSpec, generate_dataset
 from detection.cli import main
 from detection.config import load_config
 from detection.engine.checkpoint import NonFiniteLossError
@@ -19,7 +19,6 @@ from detection.models.action_model import ActionModel
 from detection.models.zoo import load_checkpoint, read_actdet_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC = dict(videos=3, seconds=6, width=128, height=96, seed=1, keyframe_margin_s=1, max_people=3)
 # The 4-block MViTv2 on 4 x 64 x 64 clips, no augmentation: a step takes ~0.1 s on one core.
 MODEL = ["model.backbone.input_size=[4, 64, 64]", "data.augment.jitter_short_side=[64, 64]",
          "data.augment.crop_size=null", "data.augment.flip_prob=0.0"]
@@ -28,15 +27,12 @@ TRAIN = ["train.optimizer=adamw", "train.lr=0.003", "train.weight_decay=0.0", "t
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_dataset(root, SyntheticSpec(**SPEC))
-    return root
+def data_root(training_dataset):
+    return training_dataset
 
 
 def overrides(root, *extra):
-    synthetic = [f"data.synthetic.{k}={v}" for k, v in SPEC.items()]
-    return [f"data.root={root}", *synthetic, *MODEL, *TRAIN, *extra]
+    return [*training_overrides(root), *MODEL, *TRAIN, *extra]
 
 
 def make_config(root, *extra):

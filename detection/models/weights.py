@@ -561,12 +561,10 @@ def _use_pytorchvideo_pool_norms(backbone: nn.Module) -> None:
 
     The weights were trained with 1e-5; keeping 1e-6 would move the features (by ~1e-3 on random weights).
     """
-    from torchvision.models.video.mvit import Pool
-
-    from detection.models.backbone import ChannelsLastPool
+    from detection.models.backbone import ChannelsLastPool  # MViTBackbone's every pool
 
     for module in backbone.modules():
-        if isinstance(module, (Pool, ChannelsLastPool)) and module.norm_act is not None:  # not the skip pool
+        if isinstance(module, ChannelsLastPool) and module.norm_act is not None:  # not the skip pool
             for norm in module.norm_act:
                 if isinstance(norm, nn.LayerNorm):
                     norm.eps = 1e-5
