@@ -7,6 +7,7 @@ in pixels as ``(width, height)``. Images are ``H x W x 3`` uint8 RGB numpy array
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import warnings
@@ -344,24 +345,36 @@ def _nearest_frames(stream: FrameStream, start: Fraction | None, end: Fraction |
     return np.stack([images[i] for i in used.tolist()]), used.astype(np.int64)
 
 
+@functools.cache
+def _x264_cpu_option() -> dict[str, str]:
+    """Keep x264 off its AVX-512 code: there the bytes of a frame depend on memory x264 did not write
+    (measured: the same frames encoded after other allocations gave other bytes, with any thread count),
+    so reruns differed. Every AVX-512 CPU has the AVX2 set named here, which gives the same output as
+    on AVX2-only CPUs at the same speed (measured, 1080p). numpy's runtime CPU probe tells which."""
+    features = getattr(getattr(np, "_core", None), "_multiarray_umath", None)
+    if getattr(features, "__cpu_features__", {}).get("AVX512F"):
+        return {"x264-params": "asm=AVX2,FMA3,BMI2,LZCNT"}
+    return {}
+
+
 class VideoWriter:
     """Encode RGB frames to an H.264 (libx264, yuv420p) MP4 at exactly ``fps``; written atomically.
 
     Frames go to ``.<stem>.tmp<suffix>`` next to ``path``, renamed to ``path`` by a clean ``close()``;
     an exception inside ``with`` deletes the temp file and leaves an existing ``path`` alone. Frame ``i``
-    has timestamp ``i / fps`` seconds. x264 runs single-threaded by default: its automatic thread count
-    follows the machine's cores, and even a fixed count above one gave different bytes for the same frames
-    in different processes (measured: the same video encoded after another one, or beside another process);
-    with one thread the same frames give the same file on any machine (same FFmpeg/x264 build). ``threads``
-    > 1 encodes faster where the bytes need not repeat.
+    has timestamp ``i / fps`` seconds. The same frames give the same bytes on every run and machine with
+    the same FFmpeg/x264 build and CPU class, for a fixed ``threads`` (the output depends on the count,
+    so it is never left to x264's core-dependent automatic choice).
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, width: int, height: int, *, crf: int = 20,
-                 preset: str = "veryfast", threads: int = 1) -> None:
+                 preset: str = "veryfast", threads: int = 4) -> None:
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             raise ValueError(f"{path}: yuv420p needs positive even width and height, got {width}x{height}")
         if fps <= 0:
             raise ValueError(f"{path}: fps must be positive, got {fps}")
+        if threads < 1:
+            raise ValueError(f"{path}: threads must be at least 1, got {threads}")
         self.path, self.width, self.height = Path(path), width, height
         self._tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix or '.mp4'}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -374,7 +387,7 @@ class VideoWriter:
             self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
             self._stream.codec_context.time_base = 1 / rate
             self._stream.codec_context.thread_count = threads
-            self._stream.options = {"crf": str(crf), "preset": preset}
+            self._stream.options = {"crf": str(crf), "preset": preset, **_x264_cpu_option()}
         except BaseException:
             self.abort()
             raise

@@ -259,11 +259,8 @@ def test_kill_then_resume_gives_the_same_bytes(tmp_path, videos):
                            env=env, capture_output=True, text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr
     for video in ("first", "second"):
-        for name in FILES[:-1]:
+        for name in FILES:
             assert _digest(out / video / name) == _digest(ref / video / name), (video, name)
-        # annotated.mp4: the same frames; its bytes differed once in CI under load (cause not found yet).
-        a, b = (decode_all(run / video / "annotated.mp4") for run in (out, ref))
-        assert a.shape == b.shape and np.abs(a.astype(int) - b).mean() < 2.0, video
     assert not list(out.glob(".*"))
 
 
@@ -283,14 +280,5 @@ def test_torchrun_shares_the_videos_out_and_rank_0_summarises(tmp_path):
     assert [v["video_id"] for v in summary["videos"]] == ["v0", "v1", "v2"]
     assert all(v["status"] == "done" for v in summary["videos"])
     for video in ("v0", "v1", "v2"):
-        for name in FILES[:-1]:
-            assert (tmp_path / "two" / video / name).read_bytes() == (tmp_path / "one" / video / name).read_bytes()
-        # annotated.mp4: the same frames; the encoded bytes can differ by a few grey levels between process
-        # layouts (and, seen once under load, between a run and its resumed rerun).
-        a, b = (decode_all(tmp_path / run / video / "annotated.mp4") for run in ("two", "one"))
-        assert a.shape == b.shape and np.abs(a.astype(int) - b).mean() < 2.0
-
-
-def decode_all(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        for name in FILES:
+            assert _digest(tmp_path / "two" / video / name) == _digest(tmp_path / "one" / video / name), (video, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -275,3 +276,27 @@ def test_read_clip_on_truncated_file_repeats_the_last_decoded_frame(truncated: t
     assert indices.tolist() == [last - 4, last - 2, last, last]
     with pytest.warns(VideoDecodeWarning), pytest.raises(VideoReadError, match="no frame decoded"):
         read_clip(cut, 1.9, num_frames=4, stride=1)
+
+
+def test_encoding_does_not_depend_on_what_the_heap_held(tmp_path: Path) -> None:
+    # x264's AVX-512 code gave other bytes for the same frames after other allocations (see
+    # detection.video._x264_cpu_option); junk allocated and freed between frames exposed it.
+    rng = np.random.default_rng(0)
+    background = rng.integers(0, 60, (120, 160, 3), dtype=np.uint8)
+    frames = []
+    for i in range(60):
+        image = background.copy()
+        image[20:70, (10 + 2 * i) % 130 :][:, :20] = (230, 200, 90)
+        frames.append(image)
+    digests = set()
+    for seed in range(4):
+        junk_rng = np.random.default_rng(seed)
+        with VideoWriter(tmp_path / f"{seed}.mp4", 30, 160, 120) as writer:
+            for image in frames:
+                if seed:
+                    junk = [junk_rng.integers(0, 256, int(n), dtype=np.uint8)
+                            for n in junk_rng.integers(1_000, 400_000, 20)]
+                    del junk
+                writer.write(image)
+        digests.add(hashlib.sha256((tmp_path / f"{seed}.mp4").read_bytes()).hexdigest())
+    assert len(digests) == 1

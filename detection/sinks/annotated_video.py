@@ -95,7 +95,7 @@ class AnnotatedVideoSink:
 
         from detection.video import VideoWriter
 
-        self._writer = VideoWriter(path, fps, width, height)  # one x264 thread: the same bytes on a rerun
+        self._writer = VideoWriter(path, fps, width, height)
         self.path = self._writer.path
         self._names = list(label_map.names)
         self.top_k, self.threshold = top_k, threshold
