@@ -72,6 +72,9 @@ class AugmentConfig:
     # 0 keeps every box, clipped to the crop (PySlowFast).
     crop_min_visible: float = 0.0
     flip_prob: float = 0.5  # train: probability of a horizontal flip of the whole clip
+    # train: the clip's centre moves by up to this many frames either way (uniform); the boxes stay the
+    # keyframe's, so keep it to frames over which people move a few pixels. 0: PySlowFast (no shift)
+    temporal_jitter: int = 0
     color_jitter: float = 0.0  # train: brightness/contrast/saturation strength (PySlowFast: 0.4 when on); 0 off
     test_short_side: int | None = None  # val/test: short side (px), no crop; None: the model's input short side
 
@@ -84,6 +87,8 @@ class AugmentConfig:
         if not 0.0 <= self.flip_prob <= 1.0 or not 0.0 <= self.crop_min_visible <= 1.0:
             raise ValueError(f"flip_prob and crop_min_visible must lie in [0, 1], got {self.flip_prob}, "
                              f"{self.crop_min_visible}")
+        if self.temporal_jitter < 0:
+            raise ValueError(f"temporal_jitter must be >= 0 frames, got {self.temporal_jitter}")
         if self.color_jitter < 0.0 or (self.test_short_side is not None and self.test_short_side < 1):
             raise ValueError(f"color_jitter must be >= 0 and test_short_side >= 1 or null, got {self.color_jitter}, "
                              f"{self.test_short_side}")

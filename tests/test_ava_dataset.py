@@ -1,6 +1,7 @@
 import shutil
 import warnings
 from collections import defaultdict
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -206,6 +207,33 @@ def test_augmented_samples_are_reproducible_and_collate_pads(root):
     np.testing.assert_allclose(batch.boxes[1].numpy() * 96, small.boxes * [80, 60, 80, 60], rtol=1e-5)
     assert batch.labels.shape == (len(a.boxes) + len(small.boxes), len(LABELS))
     assert batch.box_clip.tolist() == [0] * len(a.boxes) + [1] * len(small.boxes)
+
+
+def test_temporal_jitter_moves_train_clips_only_and_keeps_the_rest(root):
+    jitter = replace(NO_AUG, temporal_jitter=3)
+    plain = AvaDataset(config(root, train_proposals=None), "train", INPUT, normalize=False, seed=0)
+    moved = AvaDataset(config(root, train_proposals=None, augment=jitter), "train", INPUT, normalize=False, seed=0)
+    shifts = []
+    for i in range(len(plain)):
+        a, b = plain[i], moved[i]
+        shift = b.frame_indices[INPUT.num_frames // 2] - a.frame_indices[INPUT.num_frames // 2]
+        assert abs(shift) <= 3 and b.frame_index == a.frame_index  # the keyframe (and its targets) stay
+        np.testing.assert_array_equal(b.original_boxes, a.original_boxes)
+        np.testing.assert_array_equal(b.labels, a.labels)
+        if 0 < a.frame_indices[0] and b.frame_indices[-1] < a.frame_indices[-1] + 3:  # not clamped
+            np.testing.assert_array_equal(b.frame_indices, a.frame_indices + shift)
+        shifts.append(int(shift))
+        assert moved[i].frame_indices.tolist() == b.frame_indices.tolist()  # reproducible
+    assert len(set(shifts)) >= 4  # uniform over -3..3
+    moved.set_epoch(1)
+    assert [int(moved[i].frame_indices[INPUT.num_frames // 2] - plain[i].frame_indices[INPUT.num_frames // 2])
+            for i in range(len(plain))] != shifts
+    val = AvaDataset(config(root, augment=jitter), "val", INPUT, normalize=False)
+    ref = AvaDataset(config(root), "val", INPUT, normalize=False)
+    for i in range(len(val)):
+        np.testing.assert_array_equal(val[i].frame_indices, ref[i].frame_indices)
+    with pytest.raises(ValueError, match="temporal_jitter"):
+        AugmentConfig(temporal_jitter=-1)
 
 
 @pytest.mark.parametrize("source", ["frames", "videos"])

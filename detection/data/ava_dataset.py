@@ -10,7 +10,8 @@ Conventions:
   ``round((timestamp - time_offset) * fps)`` on the frame grid of the frame folders.
 - Clip: ``num_frames`` frames ``sampling_rate`` apart, ``center + (k - num_frames // 2) * sampling_rate``
   for ``k = 0 .. T-1``, clamped to the video's frames (edge frames repeat). The keyframe is clip frame
-  ``T // 2``. For even ``T`` (every recipe) this is PySlowFast's ``get_sequence``; for odd ``T`` it keeps
+  ``T // 2`` (in training ``augment.temporal_jitter`` may move the centre a few frames off it). For even
+  ``T`` (every recipe) this is PySlowFast's ``get_sequence``; for odd ``T`` it keeps
   the keyframe in the clip, where PySlowFast's would not.
 - Boxes: train uses the ground-truth boxes (rows with the same box are one person, their actions its
   labels) plus the proposals scoring at least ``train_score_threshold``; a proposal takes the labels of
@@ -467,10 +468,19 @@ class AvaDataset(Dataset):
         labels[rows, self._label_cols[self._label_ptr[lo]:self._label_ptr[hi]]] = 1.0
         return self._boxes[lo:hi].copy(), labels, self._from_gt[lo:hi].copy(), self._scores[lo:hi].copy()
 
-    def _rng(self, index: int) -> np.random.Generator:
+    def _rng(self, index: int, stream: int = 0) -> np.random.Generator:
         if self.seed is None:
             return np.random.default_rng()
-        return np.random.default_rng([self.seed, self.epoch, index])
+        return np.random.default_rng([self.seed, self.epoch, index] + ([stream] if stream else []))
+
+    def _jittered(self, center: int, index: int, video_frames: int | None) -> int:
+        """The clip's centre: the keyframe, moved by ``augment.temporal_jitter`` frames at most in training."""
+        jitter = self.config.augment.temporal_jitter
+        if self.split != "train" or jitter == 0:
+            return center
+        # A stream of its own: the spatial augmentations draw what they drew without the jitter.
+        shifted = max(0, center + int(self._rng(index, stream=1).integers(-jitter, jitter + 1)))
+        return shifted if video_frames is None else min(shifted, video_frames - 1)
 
     def __getitem__(self, index: int) -> AvaSample | None:
         if not 0 <= index < len(self):
@@ -483,7 +493,8 @@ class AvaDataset(Dataset):
                 where = self.source.location(video_id) or video_id
                 raise FrameReadError(f"{where}: keyframe {timestamp} s is frame {center}, past the video's last "
                                      f"frame {video_frames - 1}", where)
-            indices = clip_indices(center, spec.num_frames, spec.sampling_rate, video_frames)
+            indices = clip_indices(self._jittered(center, index, video_frames), spec.num_frames,
+                                   spec.sampling_rate, video_frames)
             frames = self.source.read(video_id, indices)
         except FrameReadError as err:
             if self.config.on_missing == "error":
