@@ -76,6 +76,9 @@ class AugmentConfig:
     # keyframe's, so keep it to frames over which people move a few pixels. 0: PySlowFast (no shift)
     temporal_jitter: int = 0
     color_jitter: float = 0.0  # train: brightness/contrast/saturation strength (PySlowFast: 0.4 when on); 0 off
+    # train: the hue turns by up to this share of the colour circle either way (0.5: any hue); 0 off.
+    # Actions do not depend on clothing colours, and a small dataset's colours identify its people.
+    hue_jitter: float = 0.0
     test_short_side: int | None = None  # val/test: short side (px), no crop; None: the model's input short side
 
     def __post_init__(self) -> None:
@@ -87,6 +90,8 @@ class AugmentConfig:
         if not 0.0 <= self.flip_prob <= 1.0 or not 0.0 <= self.crop_min_visible <= 1.0:
             raise ValueError(f"flip_prob and crop_min_visible must lie in [0, 1], got {self.flip_prob}, "
                              f"{self.crop_min_visible}")
+        if not 0.0 <= self.hue_jitter <= 0.5:
+            raise ValueError(f"hue_jitter must lie in [0, 0.5] turns, got {self.hue_jitter}")
         if self.temporal_jitter < 0:
             raise ValueError(f"temporal_jitter must be >= 0 frames, got {self.temporal_jitter}")
         if self.color_jitter < 0.0 or (self.test_short_side is not None and self.test_short_side < 1):
@@ -161,6 +166,12 @@ class HeadConfig:
     roi_size: int = 7
     dropout: float = 0.5
     activation: Literal["sigmoid", "softmax"] = "sigmoid"  # multi-label (AVA) or single-label
+    # Also pool the backbone's stride-8 tokens (end of its second stage) and concatenate them: limbs of
+    # small people. Off in the published AVA recipes.
+    fine_features: bool = False
+    # The max over the RoI's cells per this many horizontal bands (concatenated): where in the box a feature
+    # is (a hand above the head). 1: one max over the whole box (PySlowFast).
+    row_bins: int = 1
 
 
 @dataclass

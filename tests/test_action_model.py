@@ -110,6 +110,24 @@ def test_build_from_the_tiny_config():
     assert out.shape == (2, 6)
 
 
+@pytest.mark.parametrize("fine", [False, True])
+def test_fine_features_reach_the_head_when_configured(fine):
+    torch.manual_seed(0)
+    model = build_action_model(tiny_config(f"model.head.fine_features={str(fine).lower()}"), synthetic_label_map())
+    channels = model.backbone.fine_channels if fine else 0
+    assert model.head.fine_channels == channels
+    assert model.head.row_bins == 2 and model.backbone.out_channels == 256  # the tiny config
+    assert model.head.proj.in_features == (256 + channels) * 2
+    clips = torch.randn(2, 3, 8, 64, 80)
+    model(clips, BOXES[:2]).sum().backward()
+    first_block = next(model.backbone.blocks[0].parameters())
+    assert first_block.grad is not None and first_block.grad.abs().sum() > 0
+    if fine:
+        assert model.head.fine_norm.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="stride-8"):
+        build_action_model(tiny_config("model.head.fine_features=true"), synthetic_label_map(), backbone=StandIn())
+
+
 def test_backbone_weights_are_loaded_when_the_config_names_them(monkeypatch):
     calls = []
 

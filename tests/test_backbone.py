@@ -168,6 +168,31 @@ def test_checkpointing_gives_the_same_output_and_gradients(arch):
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize(("arch", "stride"), [("mvit_v1_b", 16), ("mvit_v2_s", 32)])
+def test_forward_fine_taps_the_last_stride_8_block(arch, stride):
+    torch.manual_seed(0)
+    model = MViTBackbone(arch, (4, 64, 96), stride, **TINY).eval()
+    clips = torch.randn(2, 3, 4, 64, 96)
+    # TINY's 4 blocks are one per stage: block 1 ends the stride-8 stage.
+    assert model.fine_block == 1 and model.fine_channels == model.block_settings[1].output_channels
+    seen = []
+    hook = model.blocks[1].register_forward_hook(lambda m, args, out: seen.append(out[0][:, 1:]))
+    with torch.no_grad():
+        features, fine = model.forward_fine(clips)
+        plain = model(clips)
+    hook.remove()
+    torch.testing.assert_close(features, plain)
+    assert fine.shape == (2, model.fine_channels, 2, 8, 12)
+    torch.testing.assert_close(fine.flatten(2).transpose(1, 2), seen[0])  # the block's own tokens, in order
+
+
+def test_forward_fine_needs_a_stride_8_block():
+    model = MViTBackbone("mvit_v2_s", (4, 32, 48), 16, depth=4, embed_dim=16, num_heads=1)
+    model.fine_block, model.fine_channels = None, 0
+    with pytest.raises(ValueError, match="stride 8"):
+        model.forward_fine(torch.randn(1, 3, 4, 32, 48))
+
+
 @pytest.mark.parametrize("arch", ["mvit_v1_b", "mvit_v2_s"])
 def test_channels_last_pools_compute_what_torchvisions_do(arch):
     torch.manual_seed(0)

@@ -7,6 +7,7 @@ from detection.data.transforms import (
     color_jitter,
     crop,
     horizontal_flip,
+    hue_rotation,
     random_crop,
     random_short_side,
     short_side_resize,
@@ -86,6 +87,36 @@ def test_color_jitter_is_reproducible_and_off_at_zero():
     assert a.dtype == np.uint8 and a.shape == frames.shape
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, frames)
+
+
+def test_hue_rotation_turns_colours_and_keeps_gray_and_luma():
+    gray = np.full((1, 2, 2, 3), 128, np.uint8)
+    np.testing.assert_array_equal(hue_rotation(gray, 0.3), gray)  # no chroma: nothing to turn
+    red = np.array([180, 100, 100], np.uint8).reshape(1, 1, 1, 3)  # unsaturated enough to turn unclipped
+    luma = lambda x: float(x.astype(np.float64)[0, 0, 0] @ [0.299, 0.587, 0.114])  # noqa: E731
+    for turns in (0.1, 0.25, 1 / 3, 0.5):
+        out = hue_rotation(red, turns)
+        assert abs(luma(out) - luma(red)) < 2.0  # the same luma
+        assert np.abs(out.astype(int) - red).max() > 40  # another colour
+    np.testing.assert_array_equal(hue_rotation(red, 0.0), red)
+    frames = np.random.default_rng(0).integers(90, 160, (2, 8, 8, 3), dtype=np.uint8)  # turn without clipping
+    back = hue_rotation(hue_rotation(frames, 0.2), -0.2)  # a rotation: undone by the opposite one
+    assert np.abs(back.astype(int) - frames).max() <= 1
+
+
+def test_train_transform_turns_hues_only_when_asked():
+    frames = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    boxes = np.array([[0.1, 0.1, 0.5, 0.5]], np.float32)
+    base = dict(jitter_short_side=(32, 32), crop_size=None, flip_prob=0.0)
+    plain = ClipTransform(AugmentConfig(**base), train=True, eval_short_side=32)
+    hued = ClipTransform(AugmentConfig(**base, hue_jitter=0.5), train=True, eval_short_side=32)
+    np.testing.assert_array_equal(plain(frames, boxes, np.random.default_rng(1))[0], frames)
+    out, moved, _ = hued(frames, boxes, np.random.default_rng(1))
+    assert not np.array_equal(out, frames)
+    np.testing.assert_array_equal(moved, boxes)
+    np.testing.assert_array_equal(out, hued(frames, boxes, np.random.default_rng(1))[0])
+    with pytest.raises(ValueError, match="hue_jitter"):
+        AugmentConfig(hue_jitter=0.7)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -45,6 +45,24 @@ def test_pooled_values_match_the_pixel_positions(image_size):
     assert pooled[2].item() == pytest.approx(1.5)  # mean of frames 0..3: the temporal average
 
 
+def test_row_bins_keep_the_top_and_the_bottom_of_the_box_apart():
+    feats = position_features(4, 4, 6)
+    box = np.array([[0.30, 0.25, 0.62, 0.70]], np.float32)
+    pooled = head(row_bins=2).pool(feats, [box], (64, 96))[0]
+    assert pooled.shape == (3 * 2,)  # each channel's bands, top then bottom
+    x1, y1, x2, y2 = box[0].astype(np.float64) * [96, 64, 96, 64]
+    cell = (y2 - y1) / 7
+    # 7 rows in 2 bands: rows 0-3 and 3-6 (adaptive pooling); y grows downwards, so each band's max is
+    # its last row's centre; x is the same in both bands.
+    assert pooled[2].item() == pytest.approx(y1 + 3.5 * cell, abs=1e-4)
+    assert pooled[3].item() == pytest.approx(expected_max(y1, y2), abs=1e-4)
+    assert pooled[0].item() == pooled[1].item() == pytest.approx(expected_max(x1, x2), abs=1e-4)
+    assert head(row_bins=2).proj.in_features == 6
+    torch.testing.assert_close(head(row_bins=1).pool(feats, [box], (64, 96)), head().pool(feats, [box], (64, 96)))
+    with pytest.raises(ValueError, match="row_bins"):
+        head(row_bins=8)
+
+
 def test_the_true_image_size_matters_when_it_is_not_a_multiple_of_the_stride():
     feats = position_features(1, 16, 21)  # a 250 x 330 clip gives a 16 x 21 grid
     box = [np.array([[0.5, 0.5, 0.9, 0.9]], np.float32)]
@@ -104,6 +122,31 @@ def test_head_matches_a_direct_computation_on_random_features():
     scale = np.array([120, 90, 120, 90], np.float64)
     want = [reference_pool(feats[b], box.astype(np.float64) * scale, STRIDE) for b in range(2) for box in boxes[b]]
     np.testing.assert_allclose(got, np.stack(want), rtol=1e-9, atol=1e-9)
+
+
+def test_fine_features_are_normalized_pooled_and_concatenated():
+    torch.manual_seed(0)
+    coarse = RoIActionHead(6, 4, STRIDE, dropout=0.0)
+    both = RoIActionHead(6, 4, STRIDE, dropout=0.0, fine_channels=5, fine_stride=8)
+    feats, fine = torch.randn(2, 6, 2, 4, 5), torch.randn(2, 5, 2, 8, 10)
+    boxes = [torch.tensor([[0.1, 0.1, 0.5, 0.9]]), torch.tensor([[0.0, 0.2, 1.0, 1.0], [0.4, 0.4, 0.6, 0.6]])]
+    pooled = both.pool(feats, boxes, (64, 80), fine)
+    assert pooled.shape == (3, 11) and both.proj.in_features == 11
+    torch.testing.assert_close(pooled[:, :6], coarse.pool(feats, boxes, (64, 80)))
+    # The fine part: the same pooling, at stride 8, of the channel-normalized temporal mean.
+    normed = F.layer_norm(fine.mean(dim=2).permute(0, 2, 3, 1), (5,)).permute(0, 3, 1, 2)
+    fine_as_coarse = RoIActionHead(5, 4, 8, dropout=0.0)
+    torch.testing.assert_close(pooled[:, 6:], fine_as_coarse.pool(normed[:, :, None], boxes, (64, 80)))
+    logits = both(feats, boxes, (64, 80), fine)
+    torch.testing.assert_close(logits, both.proj(pooled))
+    logits.sum().backward()
+    assert both.fine_norm.weight.grad is not None and both.fine_norm.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="fine"):
+        both(feats, boxes, (64, 80))
+    with pytest.raises(ValueError, match="fine"):
+        coarse(feats, boxes, (64, 80), fine)
+    with pytest.raises(ValueError, match="fine"):
+        both(feats, boxes, (64, 80), fine[:, :4])
 
 
 def test_rows_follow_clips_and_boxes_with_empty_clips():

@@ -27,12 +27,15 @@ __all__ = [
     "color_jitter",
     "crop",
     "horizontal_flip",
+    "hue_rotation",
     "random_crop",
     "random_short_side",
     "short_side_resize",
 ]
 
 GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma of RGB
+# RGB -> YIQ (NTSC): luma plus two chroma axes; a hue change is a rotation in the chroma plane.
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
 def _check_clip(frames: np.ndarray) -> None:
@@ -140,9 +143,21 @@ def color_jitter(frames: np.ndarray, strength: float, rng: np.random.Generator) 
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
+def hue_rotation(frames: np.ndarray, turns: float) -> np.ndarray:
+    """Rotate every pixel's hue by ``turns`` of the colour circle (0.5: opposite hues), keeping its luma.
+
+    One 3x3 matrix on RGB (a rotation of YIQ's chroma plane); rounded and clipped back to uint8.
+    """
+    _check_clip(frames)
+    angle = 2.0 * np.pi * turns
+    rotate = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(angle), -np.sin(angle)], [0.0, np.sin(angle), np.cos(angle)]])
+    matrix = (np.linalg.inv(_RGB_TO_YIQ) @ rotate @ _RGB_TO_YIQ).astype(np.float32)
+    return np.clip(np.rint(frames.astype(np.float32) @ matrix.T), 0, 255).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class ClipTransform:
-    """The augmentations of one split: ``train`` jitters, crops, flips and colours; eval only resizes.
+    """The augmentations of one split: ``train`` jitters, crops, flips, colours and hues; eval only resizes.
 
     ``eval_short_side``: short side (px) of val/test clips. Calling it returns ``(frames, boxes, keep)``:
     the transformed clip, the boxes that remain, and the (N,) bool mask of the input boxes kept (all of
@@ -169,4 +184,6 @@ class ClipTransform:
         if aug.flip_prob > 0 and rng.random() < aug.flip_prob:
             frames, boxes = horizontal_flip(frames, boxes)
         frames = color_jitter(frames, aug.color_jitter, rng)
+        if aug.hue_jitter > 0:
+            frames = hue_rotation(frames, rng.uniform(-aug.hue_jitter, aug.hue_jitter))
         return np.ascontiguousarray(frames), boxes, keep

@@ -160,8 +160,11 @@ class ActionModel(nn.Module):
             raise ValueError(f"clips: expected shape (B, 3, T, H, W), got {tuple(clips.shape)}")
         if len(boxes) != clips.shape[0]:
             raise ValueError(f"boxes: expected one box tensor per clip ({clips.shape[0]}), got {len(boxes)}")
-        features = self.backbone(clips)
-        return self.head(features, boxes, image_size=(clips.shape[-2], clips.shape[-1]))
+        size = (clips.shape[-2], clips.shape[-1])
+        if self.head.fine_channels:
+            features, fine = self.backbone.forward_fine(clips)
+            return self.head(features, boxes, image_size=size, fine=fine)
+        return self.head(self.backbone(clips), boxes, image_size=size)
 
     def scores(self, logits: Tensor) -> Tensor:
         """Logits -> probabilities (sigmoid or softmax, as the head is configured)."""
@@ -197,6 +200,13 @@ def predict_probabilities(model: nn.Module, clips: Tensor, boxes: Sequence[Tenso
         model.train(was_training)
 
 
+def _fine_channels(backbone: nn.Module) -> int:
+    channels = getattr(backbone, "fine_channels", 0)
+    if not channels:
+        raise ValueError(f"head.fine_features: {type(backbone).__name__} has no stride-8 features to give")
+    return channels
+
+
 def build_action_model(
     cfg: ModelConfig,
     label_map: LabelMap,
@@ -227,6 +237,8 @@ def build_action_model(
         roi_size=cfg.head.roi_size,
         dropout=cfg.head.dropout,
         activation=cfg.head.activation,
+        fine_channels=_fine_channels(backbone) if cfg.head.fine_features else 0,
+        row_bins=cfg.head.row_bins,
     )
     frames, height, width = cfg.backbone.input_size
     spec = InputSpec(num_frames=frames, sampling_rate=cfg.sampling_rate, short_side=min(height, width),

@@ -19,6 +19,9 @@ pooling convolutions keep their kernels, so the parameters are the same as at st
 tables of the last stage grow and are interpolated when stride-32 weights are loaded). The key/value
 strides follow the adaptive rule of the papers (start at 1x8x8, divide by each query stride), so at stride
 16 the last stage keeps pooling keys and values 2x: they stay at H/32 like in every other stage.
+
+``forward_fine`` also returns the tokens of the last block at spatial stride 8 (the end of the second
+stage): finer features for RoI heads over small people.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ __all__ = [
 # The patch embedding (a Conv3d) of every preset: (T, H, W) kernel, stride and padding.
 PATCH_KERNEL = (3, 7, 7)
 PATCH_STRIDE = (2, 4, 4)
+FINE_STRIDE = 8  # spatial stride of the fine features (forward_fine)
 PATCH_PADDING = (1, 3, 3)
 
 
@@ -309,6 +313,13 @@ class MViTBackbone(nn.Module):
         self.input_size = input_size
         self.feature_stride = int(feature_stride)
         self.out_channels = settings[-1].output_channels
+        # The last block whose tokens have spatial stride 8: the RoI head's optional fine features.
+        stride, self.fine_block = PATCH_STRIDE[1], None
+        for i, cnf in enumerate(settings):
+            stride *= cnf.stride_q[1] if cnf.stride_q else 1
+            if stride == FINE_STRIDE:
+                self.fine_block = i
+        self.fine_channels = 0 if self.fine_block is None else settings[self.fine_block].output_channels
         self.block_settings = settings
         self.checkpointing = bool(checkpointing)
 
@@ -341,19 +352,37 @@ class MViTBackbone(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Features (B, out_channels, T', H', W') of normalized clips ``x`` (B, 3, T, H, W)."""
+        return self._run(x, fine=False)[0]
+
+    def forward_fine(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward`'s features and the stride-8 tokens of block ``fine_block`` (B, fine_channels,
+        T', H / 8, W / 8), not normalized. Raises ValueError when no block has stride 8."""
+        if self.fine_block is None:
+            raise ValueError(f"no block of this backbone has spatial stride {FINE_STRIDE}")
+        features, fine = self._run(x, fine=True)
+        return features, fine
+
+    def _run(self, x: Tensor, fine: bool) -> tuple[Tensor, Tensor | None]:
         if x.dim() != 5 or x.shape[1] != self.conv_proj.in_channels:
             raise ValueError(f"expected clips of shape (B, 3, T, H, W), got {tuple(x.shape)}")
         x = self.conv_proj(x)
         thw = (int(x.shape[2]), int(x.shape[3]), int(x.shape[4]))
         x = self._embed(x.flatten(2).transpose(1, 2), thw)
         use_checkpoint = self.checkpointing and self.training and torch.is_grad_enabled()
-        for block in self.blocks:
+        tapped = None
+        for i, block in enumerate(self.blocks):
             if use_checkpoint:
                 x, thw = checkpoint(block, x, thw, use_reentrant=False)
             else:
                 x, thw = block(x, thw)
-        x = self.norm(x)[:, 1:]  # drop the class token
-        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *thw)
+            if fine and i == self.fine_block:
+                tapped = _grid(x[:, 1:], thw)
+        return _grid(self.norm(x)[:, 1:], thw), tapped  # without the class token
+
+
+def _grid(tokens: Tensor, thw: tuple[int, int, int]) -> Tensor:
+    """(B, T'H'W', C) tokens as a (B, C, T', H', W') feature map."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *thw)
 
 
 def build_backbone(cfg: BackboneConfig) -> MViTBackbone:
