@@ -197,7 +197,7 @@ import os, sys
 import numpy as np
 from detection.video import VideoWriter
 if len(sys.argv) > 2 and hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core: x264's automatic thread count differs
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core: the bytes must not follow the cores
 base = np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)
 with VideoWriter(sys.argv[1], 25, 320, 240) as writer:
     for i in range(20):

@@ -359,8 +359,7 @@ class MViTBackbone(nn.Module):
         T', H / 8, W / 8), not normalized. Raises ValueError when no block has stride 8."""
         if self.fine_block is None:
             raise ValueError(f"no block of this backbone has spatial stride {FINE_STRIDE}")
-        features, fine = self._run(x, fine=True)
-        return features, fine
+        return self._run(x, fine=True)  # type: ignore[return-value]  # the tap is set with fine=True
 
     def _run(self, x: Tensor, fine: bool) -> tuple[Tensor, Tensor | None]:
         if x.dim() != 5 or x.shape[1] != self.conv_proj.in_channels:
